@@ -1,0 +1,263 @@
+//! The raw mirror of etcd: which keys exist at which revision, which values failed to decode,
+//! and the rules that keep the decoded state consistent with etcd (DESIGN rules 1–3, 7).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use crate::input::{KeyValue, Snapshot, WatchEvent};
+use crate::model::{decode_config, decode_node, DecodeError, Depends, PodGroup};
+use crate::state::{classify, ClusterState, Decoded, Family, Source};
+
+/// Whether a change came from a put or a delete (decides `update` vs `delete` events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A put (or a resync that found a new or changed value).
+    Put,
+    /// A delete (or a resync that found a key gone).
+    Delete,
+}
+
+/// One cache key whose data changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The family of the cache key.
+    pub family: Family,
+    /// The cache key.
+    pub key: String,
+    /// Put or delete.
+    pub kind: ChangeKind,
+}
+
+/// A value that did not decode. The key keeps its last good value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeFailure {
+    /// The revision of the bad value.
+    pub revision: i64,
+    /// Why it did not decode.
+    pub error: DecodeError,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    mod_revision: i64,
+    fingerprint: (u64, usize),
+    decoded: bool,
+}
+
+/// What an applied operation was, for `/debug`'s `LastEvent`.
+#[derive(Clone, Debug, Default)]
+pub struct LastEvent {
+    /// 1 = set, 3 = delete, 4 = init (the original's action codes).
+    pub action: i64,
+    /// The etcd key.
+    pub key: String,
+    /// Its revision.
+    pub revision: i64,
+    /// The value for a put.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The mirror of the keys lainlet reads.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    entries: HashMap<String, Entry>,
+    /// etcd key → the failure of its current value.
+    pub failures: BTreeMap<String, DecodeFailure>,
+    /// The revision of the last applied snapshot or event batch; `None` before the first
+    /// snapshot.
+    pub applied_revision: Option<i64>,
+    /// Per family, the last applied operation.
+    pub last_events: BTreeMap<Family, LastEvent>,
+    /// Per family, when the last operation was applied.
+    pub last_event_at: BTreeMap<Family, std::time::Instant>,
+    /// Total number of values that failed to decode.
+    pub decode_failures_total: u64,
+    /// The `now` of the operation being applied.
+    pub now: Option<std::time::Instant>,
+}
+
+impl Mirror {
+    /// Applies a put, appending what changed.
+    pub fn put(&mut self, state: &mut ClusterState, kv: KeyValue, changes: &mut Vec<Change>) {
+        let Some((source, cache_key)) = classify(&kv.key) else {
+            return;
+        };
+        let fingerprint = fingerprint(&kv.value);
+        let mark = changes.len();
+        let mut touched = Vec::new();
+        let previous = self.entries.get(&kv.key).copied();
+        let decoded = match previous {
+            Some(prev) if prev.fingerprint == fingerprint => {
+                // The same bytes again: no decoding; a good value is a re-put that still
+                // notifies its watchers (the original did), a bad one stays bad.
+                if prev.decoded {
+                    state.touched_by_rewrite(source, cache_key, &mut touched);
+                }
+                prev.decoded
+            }
+            _ => match decode(source, &kv.value) {
+                Ok(value) => {
+                    self.failures.remove(&kv.key);
+                    state.set(source, cache_key, Some(value), &mut touched);
+                    true
+                }
+                Err(error) => {
+                    self.decode_failures_total += 1;
+                    let failure = DecodeFailure {
+                        revision: kv.mod_revision,
+                        error,
+                    };
+                    self.failures.insert(kv.key.clone(), failure);
+                    false
+                }
+            },
+        };
+        changes.extend(touched.into_iter().map(|(family, key)| Change {
+            family,
+            key,
+            kind: ChangeKind::Put,
+        }));
+        if changes.len() > mark {
+            self.record(source, 1, &kv.key, kv.mod_revision, Some(&kv.value));
+        }
+        let entry = Entry {
+            mod_revision: kv.mod_revision,
+            fingerprint,
+            decoded,
+        };
+        self.entries.insert(kv.key, entry);
+    }
+
+    /// Applies a delete, appending what changed. Removes exactly this key.
+    pub fn delete(
+        &mut self,
+        state: &mut ClusterState,
+        key: &str,
+        revision: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some((source, cache_key)) = classify(key) else {
+            return;
+        };
+        self.entries.remove(key);
+        self.failures.remove(key);
+        if state.contains(source, cache_key) {
+            let mut touched = Vec::new();
+            state.set(source, cache_key, None, &mut touched);
+            changes.extend(touched.into_iter().map(|(family, key)| Change {
+                family,
+                key,
+                kind: ChangeKind::Delete,
+            }));
+            self.record(source, 3, key, revision, None);
+        }
+    }
+
+    /// Applies one etcd watch response. Events at or below the applied revision are replays
+    /// and are ignored; events before the first snapshot are ignored too (the shell must
+    /// snapshot first).
+    pub fn apply_events(
+        &mut self,
+        state: &mut ClusterState,
+        events: impl IntoIterator<Item = WatchEvent>,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(base) = self.applied_revision else {
+            return;
+        };
+        let mut newest = base;
+        for event in events {
+            let revision = event.revision();
+            if revision <= base {
+                continue;
+            }
+            newest = newest.max(revision);
+            match event {
+                WatchEvent::Put(kv) => self.put(state, kv, changes),
+                WatchEvent::Delete { key, mod_revision } => {
+                    self.delete(state, &key, mod_revision, changes)
+                }
+            }
+        }
+        self.applied_revision = Some(newest);
+    }
+
+    /// Applies a snapshot: the first one loads the state; later ones (after a broken watch or
+    /// a compaction) are compared with the mirror and only real differences are applied.
+    pub fn apply_snapshot(
+        &mut self,
+        state: &mut ClusterState,
+        snapshot: Snapshot,
+        changes: &mut Vec<Change>,
+    ) {
+        let mut present: HashMap<&str, ()> = HashMap::with_capacity(snapshot.kvs.len());
+        for kv in &snapshot.kvs {
+            present.insert(kv.key.as_str(), ());
+        }
+        let mut gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| !present.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        gone.sort();
+        drop(present);
+        for key in gone {
+            self.delete(state, &key, snapshot.revision, changes);
+        }
+        let mut kvs = snapshot.kvs;
+        kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        for kv in kvs {
+            let unchanged = self
+                .entries
+                .get(&kv.key)
+                .is_some_and(|e| e.mod_revision == kv.mod_revision);
+            if !unchanged {
+                self.put(state, kv, changes);
+            }
+        }
+        self.applied_revision = Some(snapshot.revision);
+    }
+
+    fn record(
+        &mut self,
+        source: Source,
+        action: i64,
+        key: &str,
+        revision: i64,
+        value: Option<&[u8]>,
+    ) {
+        let event = LastEvent {
+            action,
+            key: key.to_owned(),
+            revision,
+            value: value.map(<[u8]>::to_vec),
+        };
+        let families: &[Family] = if source == Source::PodGroup {
+            &[Family::PodGroup, Family::Container]
+        } else {
+            &[source.family()]
+        };
+        for family in families {
+            self.last_events.insert(*family, event.clone());
+            if let Some(now) = self.now {
+                self.last_event_at.insert(*family, now);
+            }
+        }
+    }
+}
+
+fn decode(source: Source, value: &[u8]) -> Result<Decoded, DecodeError> {
+    Ok(match source {
+        Source::Config => Decoded::Config(decode_config(value)),
+        Source::PodGroup => Decoded::PodGroup(PodGroup::decode(value)?),
+        Source::Depends => Decoded::Depends(Depends::decode(value)?),
+        Source::Node => Decoded::Node(decode_node(value)?),
+    })
+}
+
+fn fingerprint(value: &[u8]) -> (u64, usize) {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    (h.finish(), value.len())
+}

@@ -1,0 +1,411 @@
+//! The engine: the whole service logic behind one `&mut` API (see the crate docs for the run
+//! loop and the call-order contract).
+
+mod mirror;
+mod observe;
+mod subscribers;
+mod views;
+
+pub use mirror::{Change, ChangeKind, DecodeFailure};
+pub use subscribers::DeliveryStats;
+pub use views::SubscriberId;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::auth::{host_of, strip_port, Authorizer};
+use crate::error::ApiError;
+use crate::input::{EtcdStatus, Snapshot, WatchEvent};
+use crate::json::to_bytes;
+use crate::request::{Endpoint, Method, Query, Request, Route};
+use crate::sse::{frame_body, EventName, Frame};
+use crate::state::ClusterState;
+use crate::views::{resolve, RenderContext, ViewKey};
+use mirror::Mirror;
+use subscribers::Subscribers;
+use views::ViewTable;
+
+/// The version string `/version` returns: the v2 API level of the original lainlet, which
+/// clients may compare against.
+pub const V2_VERSION: &str = "2.4.3+git";
+
+/// Settings of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This node's IP (`-ip`): callers from it are local, and it is the default node of
+    /// `/v2/localspecquery`. Empty if not given.
+    pub node_ip: String,
+    /// This machine's host name (`/v2/rebellion/localprocs`).
+    pub hostname: String,
+    /// Authorisation on (`false` with `-noauth`).
+    pub auth: bool,
+    /// How many views nobody watches are kept rendered for GETs.
+    pub max_unwatched_views: usize,
+    /// The build's own version, shown by `/debug` and `/metrics`.
+    pub build_version: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node_ip: String::new(),
+            hostname: String::new(),
+            auth: true,
+            max_unwatched_views: 1024,
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// Facts about the request that only the shell knows.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestContext {
+    /// The TCP peer's address: the caller's identity (spec §2.2).
+    pub peer: IpAddr,
+    /// Monotonic now.
+    pub now: Instant,
+    /// Wall-clock now (only `/debug` shows wall-clock times).
+    pub wall: SystemTime,
+    /// Open HTTP connections, including this one (`/debug`).
+    pub connections: usize,
+}
+
+/// A plain HTTP response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// Whether to add `X-Content-Type-Options: nosniff` (the 404 of a wrong method).
+    pub nosniff: bool,
+    /// The body (the shell omits it for HEAD but keeps its length).
+    pub body: Bytes,
+}
+
+impl Response {
+    fn text(status: u16, body: impl Into<Bytes>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            nosniff: false,
+            body: body.into(),
+        }
+    }
+
+    fn error(err: &ApiError) -> Response {
+        Response::text(err.status(), err.to_string())
+    }
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Send this response.
+    Response(Response),
+    /// Write [`crate::SSE_HEAD`], then the frames of [`Engine::poll_frame`] for this watch until
+    /// one says `close`; call [`Engine::handle_disconnect`] if the client goes away first.
+    Stream(SubscriberId),
+}
+
+/// The sans-IO lainlet engine. See the crate docs for the call-order contract.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    state: ClusterState,
+    mirror: Mirror,
+    views: ViewTable,
+    subs: Subscribers,
+    etcd: EtcdStatus,
+    counters: observe::Counters,
+}
+
+impl Engine {
+    /// A new engine with no data: it answers 503 until the first snapshot.
+    pub fn new(config: EngineConfig) -> Self {
+        let views = ViewTable::new(config.max_unwatched_views);
+        Engine {
+            config,
+            state: ClusterState::default(),
+            mirror: Mirror::default(),
+            views,
+            subs: Subscribers::default(),
+            etcd: EtcdStatus::Disconnected {
+                reason: "not connected yet".to_owned(),
+            },
+            counters: observe::Counters::default(),
+        }
+    }
+
+    /// Applies a consistent read of `/lain/`. The first one loads the state; a later one
+    /// (after a broken watch or a compaction) is diffed against the mirror, and watchers
+    /// receive ordinary updates and deletes for what really changed.
+    pub fn handle_snapshot(&mut self, now: Instant, snapshot: Snapshot) {
+        let mut changes = Vec::new();
+        let first = self.mirror.applied_revision.is_none();
+        self.mirror.now = Some(now);
+        self.mirror
+            .apply_snapshot(&mut self.state, snapshot, &mut changes);
+        self.counters.snapshots += 1;
+        if first {
+            self.counters.ready_at = Some(now);
+        }
+        self.after_changes(now, &changes);
+    }
+
+    /// Applies the events of one etcd watch response (events of one revision belong to one
+    /// response). Events at or below the applied revision are ignored.
+    pub fn handle_events(&mut self, now: Instant, events: impl IntoIterator<Item = WatchEvent>) {
+        let mut changes = Vec::new();
+        let before = self.mirror.applied_revision;
+        self.mirror.now = Some(now);
+        self.mirror
+            .apply_events(&mut self.state, events, &mut changes);
+        if self.mirror.applied_revision != before {
+            self.counters.event_batches += 1;
+        }
+        self.after_changes(now, &changes);
+    }
+
+    /// Records the shell's etcd connection state (for `/healthz`, `/debug`, `/metrics`).
+    pub fn handle_etcd_status(&mut self, _now: Instant, status: EtcdStatus) {
+        if matches!(status, EtcdStatus::Disconnected { .. })
+            && !matches!(self.etcd, EtcdStatus::Disconnected { .. })
+        {
+            self.counters.etcd_disconnects += 1;
+        }
+        self.etcd = status;
+    }
+
+    /// Answers one HTTP request.
+    pub fn handle_request(&mut self, request: &Request<'_>, ctx: &RequestContext) -> Reply {
+        let Some(route) = Route::parse(request.path) else {
+            return Reply::Response(Response::text(404, "404 not found"));
+        };
+        if request.method == Method::Other {
+            let mut r = Response::text(404, "404 page not found\n");
+            r.nosniff = true;
+            return Reply::Response(r);
+        }
+        self.counters.requests += 1;
+        let query = Query::parse(request.query);
+        let response = match route {
+            Route::Version => Response::text(200, V2_VERSION),
+            Route::Healthz => self.healthz(),
+            Route::Metrics => self.metrics(),
+            Route::Debug => self.debug(ctx),
+            Route::AppName => self.app_name(&query, ctx.peer),
+            Route::View(endpoint) => {
+                return self.view_request(endpoint, request.method, &query, ctx)
+            }
+        };
+        Reply::Response(response)
+    }
+
+    /// The client of a watch went away.
+    pub fn handle_disconnect(&mut self, id: SubscriberId) {
+        if let Some(view) = self.subs.close(id) {
+            self.detach(id, &view);
+        }
+    }
+
+    /// Time has come (see [`Engine::poll_timeout`]): marks due heartbeats.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.subs.handle_timeout(now);
+    }
+
+    /// When [`Engine::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.subs.poll_timeout()
+    }
+
+    /// A watch that has something to write; drain until `None` after every `handle_*` call
+    /// and wake the connection of each.
+    pub fn poll_wakeup(&mut self) -> Option<SubscriberId> {
+        self.subs.poll_wakeup()
+    }
+
+    /// The next frame to write on a watch: the newest pending state (older undelivered states
+    /// were conflated into it), else a due heartbeat, else `None`.
+    pub fn poll_frame(&mut self, id: SubscriberId) -> Option<Frame> {
+        let (frame, closed_view) = self.subs.poll_frame(id)?;
+        if let Some(view) = closed_view {
+            self.detach(id, &view);
+        }
+        Some(frame)
+    }
+
+    /// Whether the first snapshot has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.mirror.applied_revision.is_some()
+    }
+
+    /// The etcd revision the served state reflects.
+    pub fn applied_revision(&self) -> Option<i64> {
+        self.mirror.applied_revision
+    }
+
+    /// Number of open watch connections.
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Delivery counters (frames, bytes, conflations, heartbeats).
+    pub fn delivery_stats(&self) -> DeliveryStats {
+        self.subs.stats
+    }
+
+    /// Values that currently fail to decode, by etcd key.
+    pub fn decode_failures(&self) -> impl Iterator<Item = (&str, &DecodeFailure)> {
+        self.mirror.failures.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn after_changes(&mut self, _now: Instant, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let ctx = RenderContext {
+            hostname: &self.config.hostname,
+        };
+        let updates = self.views.apply(changes, &self.state, ctx);
+        for update in updates {
+            let body = frame_body(update.event, &update.data);
+            let Some(view) = self.views.get_mut(&update.key) else {
+                continue;
+            };
+            for &sub in &view.subscribers {
+                self.subs.deliver(sub, update.touches, update.event, &body);
+            }
+        }
+    }
+
+    fn view_request(
+        &mut self,
+        endpoint: Endpoint,
+        method: Method,
+        query: &Query,
+        ctx: &RequestContext,
+    ) -> Reply {
+        let watch = match query.watch() {
+            Ok(watch) => watch && method == Method::Get,
+            Err(e) => return Reply::Response(Response::error(&e)),
+        };
+        let resolved = if !self.is_ready() {
+            Err(ApiError::NotReady)
+        } else if watch && endpoint == Endpoint::LocalSpec {
+            Err(ApiError::WatchNotSupported)
+        } else {
+            let host = host_of(ctx.peer);
+            let auth = self.authorizer();
+            resolve(endpoint, query, &host, &auth)
+        };
+        if !watch {
+            let response = match resolved.and_then(|key| self.rendering(&key)) {
+                Ok(json) => Response::text(200, json),
+                Err(e) => Response::error(&e),
+            };
+            return Reply::Response(response);
+        }
+        let heartbeat = query.heartbeat_secs().map(Duration::from_secs);
+        let key = match resolved {
+            Ok(key) => key,
+            Err(e) => return Reply::Stream(self.open_failed_watch(ctx.now, &e, heartbeat)),
+        };
+        let ctx_render = RenderContext {
+            hostname: &self.config.hostname,
+        };
+        let view = self.views.view(&key, &self.state, ctx_render);
+        let base = view.touches;
+        let (first, follows) = match view.rendering.as_ref().expect("rendered by view()") {
+            Ok(json) => {
+                let frame = Frame {
+                    id: 1,
+                    body: frame_body(EventName::Init, json),
+                    close: false,
+                };
+                (frame, Some(key.clone()))
+            }
+            Err(e) => {
+                let body = frame_body(EventName::Error, e.to_string().as_bytes());
+                (
+                    Frame {
+                        id: 0,
+                        body,
+                        close: true,
+                    },
+                    None,
+                )
+            }
+        };
+        let id = self
+            .subs
+            .open(ctx.now, follows.clone(), base, first, heartbeat);
+        if follows.is_some() {
+            view.subscribers.insert(id);
+        }
+        Reply::Stream(id)
+    }
+
+    fn open_failed_watch(
+        &mut self,
+        now: Instant,
+        err: &ApiError,
+        heartbeat: Option<Duration>,
+    ) -> SubscriberId {
+        let body = frame_body(EventName::Error, err.to_string().as_bytes());
+        self.subs.open(
+            now,
+            None,
+            0,
+            Frame {
+                id: 0,
+                body,
+                close: true,
+            },
+            heartbeat,
+        )
+    }
+
+    fn rendering(&mut self, key: &ViewKey) -> Result<Bytes, ApiError> {
+        let ctx = RenderContext {
+            hostname: &self.config.hostname,
+        };
+        let view = self.views.view(key, &self.state, ctx);
+        view.rendering.clone().expect("rendered by view()")
+    }
+
+    fn detach(&mut self, id: SubscriberId, view: &ViewKey) {
+        if let Some(v) = self.views.get_mut(view) {
+            v.subscribers.remove(&id);
+        }
+    }
+
+    fn authorizer(&self) -> Authorizer<'_> {
+        Authorizer {
+            state: &self.state,
+            node_ip: &self.config.node_ip,
+            enabled: self.config.auth,
+        }
+    }
+
+    fn app_name(&self, query: &Query, peer: IpAddr) -> Response {
+        if !self.is_ready() {
+            return Response::error(&ApiError::NotReady);
+        }
+        let caller = host_of(peer);
+        let auth = self.authorizer();
+        if let Err(e) = auth.require_super(&caller) {
+            return Response::error(&e);
+        }
+        let ip = query.get("ip").map_or(caller.as_str(), strip_port);
+        match auth.app_name(ip) {
+            Ok(app) => {
+                let body = to_bytes(&std::collections::BTreeMap::from([("appname", app)]));
+                Response::text(200, body)
+            }
+            Err(e) => Response::error(&e),
+        }
+    }
+}

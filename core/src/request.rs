@@ -1,0 +1,319 @@
+//! Turning an HTTP request line into a route and parameters (spec §2.1, §3.1).
+
+use std::borrow::Cow;
+
+use crate::error::ApiError;
+
+/// HTTP method, as far as the v2 API distinguishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `HEAD`: like GET, the shell sends no body.
+    Head,
+    /// Anything else: `404 page not found` on a known path.
+    Other,
+}
+
+impl Method {
+    /// Parses a method name.
+    pub fn parse(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// One HTTP request as the shell received it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The method.
+    pub method: Method,
+    /// The path, without the query string (`/v2/procwatcher/`).
+    pub path: &'a str,
+    /// The raw query string without `?` (`appname=hello&watch=1`), empty if none.
+    pub query: &'a str,
+}
+
+impl<'a> Request<'a> {
+    /// A request for a path that may carry a query string (`/v2/nodes?name=node1`).
+    pub fn new(method: Method, path_and_query: &'a str) -> Self {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        Request {
+            method,
+            path,
+            query,
+        }
+    }
+}
+
+/// A watchable `/v2` endpoint (spec §2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    /// `/v2/appswatcher`
+    Apps,
+    /// `/v2/configwatcher`
+    Config,
+    /// `/v2/procwatcher`
+    Proc,
+    /// `/v2/coreinfowatcher`
+    CoreInfo,
+    /// `/v2/nodes`
+    Nodes,
+    /// `/v2/containers`
+    Containers,
+    /// `/v2/proxywatcher`
+    Proxy,
+    /// `/v2/depends`
+    Depends,
+    /// `/v2/webrouter/webprocs`
+    WebProcs,
+    /// `/v2/streamrouter/streamprocs`
+    StreamProcs,
+    /// `/v2/streamrouter/ports`
+    StreamPorts,
+    /// `/v2/rebellion/localprocs`
+    Rebellion,
+    /// `/v2/backupspec`
+    Backup,
+    /// `/v2/localspecquery` (GET only)
+    LocalSpec,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 14] = [
+        Endpoint::Apps,
+        Endpoint::Config,
+        Endpoint::Proc,
+        Endpoint::CoreInfo,
+        Endpoint::Nodes,
+        Endpoint::Containers,
+        Endpoint::Proxy,
+        Endpoint::Depends,
+        Endpoint::WebProcs,
+        Endpoint::StreamProcs,
+        Endpoint::StreamPorts,
+        Endpoint::Rebellion,
+        Endpoint::Backup,
+        Endpoint::LocalSpec,
+    ];
+
+    /// The registered path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Apps => "/v2/appswatcher",
+            Endpoint::Config => "/v2/configwatcher",
+            Endpoint::Proc => "/v2/procwatcher",
+            Endpoint::CoreInfo => "/v2/coreinfowatcher",
+            Endpoint::Nodes => "/v2/nodes",
+            Endpoint::Containers => "/v2/containers",
+            Endpoint::Proxy => "/v2/proxywatcher",
+            Endpoint::Depends => "/v2/depends",
+            Endpoint::WebProcs => "/v2/webrouter/webprocs",
+            Endpoint::StreamProcs => "/v2/streamrouter/streamprocs",
+            Endpoint::StreamPorts => "/v2/streamrouter/ports",
+            Endpoint::Rebellion => "/v2/rebellion/localprocs",
+            Endpoint::Backup => "/v2/backupspec",
+            Endpoint::LocalSpec => "/v2/localspecquery",
+        }
+    }
+}
+
+/// Where a path leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A `/v2` view.
+    View(Endpoint),
+    /// `/appname`.
+    AppName,
+    /// `/debug`.
+    Debug,
+    /// `/version`.
+    Version,
+    /// `/healthz` (new): 200 once the first snapshot is applied.
+    Healthz,
+    /// `/metrics` (new): Prometheus text format.
+    Metrics,
+}
+
+impl Route {
+    /// Routes a path: exact match, one optional trailing slash.
+    pub fn parse(path: &str) -> Option<Route> {
+        let path = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        if let Some(e) = Endpoint::ALL.into_iter().find(|e| e.path() == path) {
+            return Some(Route::View(e));
+        }
+        match path {
+            "/appname" => Some(Route::AppName),
+            "/debug" => Some(Route::Debug),
+            "/version" => Some(Route::Version),
+            "/healthz" => Some(Route::Healthz),
+            "/metrics" => Some(Route::Metrics),
+            _ => None,
+        }
+    }
+}
+
+/// Decoded query parameters, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses a query string like Go's `url.ParseQuery`: `&`-separated, `+` is a space,
+    /// percent escapes decoded; a pair with a `;` or a bad escape is skipped.
+    pub fn parse(query: &str) -> Query {
+        let pairs = query
+            .split('&')
+            .filter(|part| !part.is_empty() && !part.contains(';'))
+            .filter_map(|part| {
+                let (k, v) = part.split_once('=').unwrap_or((part, ""));
+                Some((unescape(k)?, unescape(v)?))
+            })
+            .collect();
+        Query { pairs }
+    }
+
+    /// The first value of `name`; an empty value counts as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Whether the request asks for a watch stream (spec §3.1). Go's `ParseBool` words plus
+    /// `yes`/`no`/`on`/`off` are understood; the original took any other value for "watch", we
+    /// refuse it with a clear error instead.
+    pub fn watch(&self) -> Result<bool, ApiError> {
+        let Some(value) = self.get("watch") else {
+            return Ok(false);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" | "y" | "yes" | "on" => Ok(true),
+            "0" | "f" | "false" | "n" | "no" | "off" => Ok(false),
+            _ => Err(ApiError::InvalidParameter {
+                name: "watch",
+                value: value.to_owned(),
+            }),
+        }
+    }
+
+    /// The heartbeat period in seconds (spec §3.1): a decimal integer with an optional sign;
+    /// anything that is not positive disables heartbeats. Capped at one day.
+    pub fn heartbeat_secs(&self) -> Option<u64> {
+        let v = self.get("heartbeat")?;
+        let n: i64 = v.parse().ok()?;
+        (n > 0).then(|| (n as u64).min(86_400))
+    }
+}
+
+fn unescape(s: &str) -> Option<String> {
+    if !s.contains(['%', '+']) {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(match String::from_utf8_lossy(&out) {
+        Cow::Borrowed(s) => s.to_owned(),
+        Cow::Owned(s) => s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_exactly_with_one_optional_trailing_slash() {
+        assert_eq!(
+            Route::parse("/v2/procwatcher/"),
+            Some(Route::View(Endpoint::Proc))
+        );
+        assert_eq!(
+            Route::parse("/v2/procwatcher"),
+            Some(Route::View(Endpoint::Proc))
+        );
+        assert_eq!(Route::parse("/v2/procwatcher//"), None);
+        assert_eq!(Route::parse("/v2/apps"), None);
+        assert_eq!(Route::parse("/v2/appname"), None);
+        assert_eq!(Route::parse("/v2/localspecwatcher"), None);
+        assert_eq!(Route::parse("/v2/backupctl"), None);
+        assert_eq!(Route::parse("/appname/"), Some(Route::AppName));
+        assert_eq!(Route::parse("/"), None);
+    }
+
+    #[test]
+    fn query_parameters_decode_like_go_and_the_first_value_wins() {
+        let q = Query::parse("appname=a%2Fb+c&appname=second&empty=&bad=%zz&semi=1;2&target");
+        assert_eq!(q.get("appname"), Some("a/b c"));
+        assert_eq!(q.get("empty"), None);
+        assert_eq!(q.get("bad"), None);
+        assert_eq!(q.get("semi"), None);
+        assert_eq!(q.get("target"), None);
+    }
+
+    #[test]
+    fn watch_values_are_booleans_and_garbage_is_refused() {
+        for (v, expected) in [
+            ("1", true),
+            ("true", true),
+            ("TRUE", true),
+            ("yes", true),
+            ("0", false),
+            ("false", false),
+            ("False", false),
+            ("no", false),
+        ] {
+            assert_eq!(
+                Query::parse(&format!("watch={v}")).watch().unwrap(),
+                expected,
+                "{v}"
+            );
+        }
+        assert!(!Query::parse("watch=").watch().unwrap());
+        assert!(!Query::parse("").watch().unwrap());
+        assert!(Query::parse("watch=maybe").watch().is_err());
+    }
+
+    #[test]
+    fn heartbeat_accepts_positive_integers_only() {
+        let hb = |q: &str| Query::parse(q).heartbeat_secs();
+        assert_eq!(hb("heartbeat=5"), Some(5));
+        assert_eq!(hb("heartbeat=%2B5"), Some(5));
+        assert_eq!(
+            hb("heartbeat=+5"),
+            None,
+            "+ is a space in a query, as in Go"
+        );
+        assert_eq!(hb("heartbeat=0"), None);
+        assert_eq!(hb("heartbeat=-3"), None);
+        assert_eq!(hb("heartbeat=5s"), None);
+        assert_eq!(hb("heartbeat=99999999999999999999"), None);
+        assert_eq!(hb("heartbeat=9999999999"), Some(86_400));
+    }
+}
