@@ -1,0 +1,21 @@
+//! End-to-end test harness: real etcd, real service binaries, loopback HTTP and SSE.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`util`] | [`wait_until`](util::wait_until) polling, free loopback ports, temp dirs, log tails |
+//! | [`http`] | a tiny blocking HTTP/1.1 client over `std::net::TcpStream` (optionally bound to a chosen source IP) |
+//! | [`sse`] | an incremental Server-Sent-Events reader for `?watch=1` streams |
+//! | [`etcd`] | a throw-away etcd server driven through its v3 JSON gateway |
+//! | [`service`] | launching the service binaries under test, and running a test against each of them |
+//!
+//! Conventions: setup failures that a test cannot sensibly handle (etcd missing, a binary that
+//! never becomes ready) are returned as `io::Result` with a message that says what to do;
+//! convenience calls used inside test bodies (`EtcdServer::put`, `Service::get`, …) panic with a
+//! descriptive message instead, and every process the harness starts prints its log tail when the
+//! test that owns it panics.
+
+pub mod etcd;
+pub mod http;
+pub mod service;
+pub mod sse;
+pub mod util;
