@@ -49,6 +49,16 @@ impl<'a> Request<'a> {
             query,
         }
     }
+
+    /// Whether [`crate::Engine::handle_request`] answers this request with
+    /// [`crate::Reply::Stream`]: a `GET` of a `/v2` view whose `watch` parameter is true. A pure
+    /// function of the request line, so a shell can choose its transport (e.g. write the exact
+    /// SSE head itself, spec §3.2) before it hands the request to the engine.
+    pub fn is_watch(&self) -> bool {
+        self.method == Method::Get
+            && matches!(Route::parse(self.path), Some(Route::View(_)))
+            && Query::parse(self.query).watch() == Ok(true)
+    }
 }
 
 /// A watchable `/v2` endpoint (spec §2.4).
@@ -298,6 +308,19 @@ mod tests {
         assert!(!Query::parse("watch=").watch().unwrap());
         assert!(!Query::parse("").watch().unwrap());
         assert!(Query::parse("watch=maybe").watch().is_err());
+    }
+
+    #[test]
+    fn only_gets_of_views_with_a_true_watch_are_watches() {
+        let w = |m, p| Request::new(m, p).is_watch();
+        assert!(w(Method::Get, "/v2/procwatcher/?appname=x&watch=1"));
+        assert!(w(Method::Get, "/v2/localspecquery?watch=true"));
+        assert!(!w(Method::Head, "/v2/procwatcher?watch=1"));
+        assert!(!w(Method::Other, "/v2/procwatcher?watch=1"));
+        assert!(!w(Method::Get, "/v2/procwatcher?watch=0"));
+        assert!(!w(Method::Get, "/v2/procwatcher?watch=maybe"));
+        assert!(!w(Method::Get, "/debug?watch=1"));
+        assert!(!w(Method::Get, "/v2/nothing?watch=1"));
     }
 
     #[test]

@@ -49,10 +49,26 @@ pub fn decode_node(value: &[u8]) -> Result<serde_json::Value, DecodeError> {
     }
 }
 
-/// Decodes a `/lain/config/...` value: an opaque string (invalid UTF-8 becomes U+FFFD, as Go
-/// does when it encodes such a string).
+/// Decodes a `/lain/config/...` value: an opaque string. Invalid UTF-8 becomes U+FFFD, one per
+/// invalid byte, as Go's JSON encoder writes it (Rust's `from_utf8_lossy` would merge a truncated
+/// sequence into one).
 pub fn decode_config(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).into_owned()
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                out.push_str(valid);
+                return out;
+            }
+            Err(e) => {
+                let (valid, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push(char::REPLACEMENT_CHARACTER);
+                rest = &bad[1..];
+            }
+        }
+    }
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -103,5 +119,8 @@ mod tests {
     #[test]
     fn config_values_with_invalid_utf8_are_replaced_like_go() {
         assert_eq!(decode_config(b"ok\xffend"), "ok\u{fffd}end");
+        // A truncated 3-byte sequence is two invalid bytes: two replacement characters.
+        assert_eq!(decode_config(b"a\xe2\x80b"), "a\u{fffd}\u{fffd}b");
+        assert_eq!(decode_config("é€".as_bytes()), "é€");
     }
 }
