@@ -13,7 +13,9 @@ use std::time::{Instant, SystemTime};
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
-use lainlet_core::{Engine, EngineConfig, KeyValue, Method, Reply, Request, RequestContext, Snapshot, WatchEvent};
+use lainlet_core::{
+    Engine, EngineConfig, KeyValue, Method, Reply, Request, RequestContext, Snapshot, WatchEvent,
+};
 use lainlet_fixtures::{generated, ClusterShape, Dump};
 
 fn main() {
@@ -26,7 +28,11 @@ fn snapshot(dump: &Dump) -> Snapshot {
         kvs: dump
             .kvs
             .iter()
-            .map(|kv| KeyValue { key: kv.key.clone(), value: kv.value.clone(), mod_revision: kv.mod_revision })
+            .map(|kv| KeyValue {
+                key: kv.key.clone(),
+                value: kv.value.clone(),
+                mod_revision: kv.mod_revision,
+            })
             .collect(),
     }
 }
@@ -48,8 +54,14 @@ fn pod_group_events() -> &'static [WatchEvent] {
             .filter(|kv| kv.key.starts_with("/lain/deployd/pod_groups/"))
             .enumerate()
             .map(|(i, kv)| {
-                let text = String::from_utf8(kv.value.clone()).unwrap().replace("\"ContainerIp\":\"172.", "\"ContainerIp\":\"10.");
-                WatchEvent::Put(KeyValue { key: kv.key.clone(), value: text.into_bytes(), mod_revision: dump.revision + 1 + i as i64 })
+                let text = String::from_utf8(kv.value.clone())
+                    .unwrap()
+                    .replace("\"ContainerIp\":\"172.", "\"ContainerIp\":\"10.");
+                WatchEvent::Put(KeyValue {
+                    key: kv.key.clone(),
+                    value: text.into_bytes(),
+                    mod_revision: dump.revision + 1 + i as i64,
+                })
             })
             .collect()
     })
@@ -70,17 +82,32 @@ fn apps(n: usize) -> Vec<String> {
 }
 
 fn event_bytes(events: &[WatchEvent]) -> usize {
-    events.iter().map(|e| match e { WatchEvent::Put(kv) => kv.value.len(), _ => 0 }).sum()
+    events
+        .iter()
+        .map(|e| match e {
+            WatchEvent::Put(kv) => kv.value.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn loaded_engine() -> Engine {
-    let mut engine = Engine::new(EngineConfig { node_ip: "192.168.77.21".into(), hostname: "node1".into(), ..EngineConfig::default() });
+    let mut engine = Engine::new(EngineConfig {
+        node_ip: "192.168.77.21".into(),
+        hostname: "node1".into(),
+        ..EngineConfig::default()
+    });
     engine.handle_snapshot(Instant::now(), snapshot(cluster()));
     engine
 }
 
 fn ctx() -> RequestContext {
-    RequestContext { peer: IpAddr::V4(Ipv4Addr::LOCALHOST), now: Instant::now(), wall: SystemTime::now(), connections: 1 }
+    RequestContext {
+        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        now: Instant::now(),
+        wall: SystemTime::now(),
+        connections: 1,
+    }
 }
 
 fn open_watch(engine: &mut Engine, path: &str) {
@@ -94,26 +121,36 @@ fn open_watch(engine: &mut Engine, path: &str) {
 #[divan::bench]
 fn apply_floor_serde_json_value(bencher: Bencher) {
     let events = pod_group_events();
-    bencher.counter(BytesCount::new(event_bytes(events))).counter(ItemsCount::new(events.len())).bench(|| {
-        for e in events {
-            if let WatchEvent::Put(kv) = e {
-                divan::black_box(serde_json::from_slice::<serde_json::Value>(&kv.value).unwrap());
+    bencher
+        .counter(BytesCount::new(event_bytes(events)))
+        .counter(ItemsCount::new(events.len()))
+        .bench(|| {
+            for e in events {
+                if let WatchEvent::Put(kv) = e {
+                    divan::black_box(
+                        serde_json::from_slice::<serde_json::Value>(&kv.value).unwrap(),
+                    );
+                }
             }
-        }
-    });
+        });
 }
 
 /// The floor without building anything: serde_json validating the same bytes.
 #[divan::bench]
 fn apply_floor_serde_json_ignored(bencher: Bencher) {
     let events = pod_group_events();
-    bencher.counter(BytesCount::new(event_bytes(events))).counter(ItemsCount::new(events.len())).bench(|| {
-        for e in events {
-            if let WatchEvent::Put(kv) = e {
-                divan::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&kv.value).unwrap());
+    bencher
+        .counter(BytesCount::new(event_bytes(events)))
+        .counter(ItemsCount::new(events.len()))
+        .bench(|| {
+            for e in events {
+                if let WatchEvent::Put(kv) = e {
+                    divan::black_box(
+                        serde_json::from_slice::<serde::de::IgnoredAny>(&kv.value).unwrap(),
+                    );
+                }
             }
-        }
-    });
+        });
 }
 
 /// Applying the events, one watch response each, with nobody watching.
@@ -142,11 +179,19 @@ fn apply_events_typical_watchers(bencher: Bencher) {
         .counter(ItemsCount::new(events.len()))
         .with_inputs(|| {
             let mut engine = loaded_engine();
-            for path in ["/v2/webrouter/webprocs?watch=1", "/v2/containers?nodename=node1&watch=1", "/v2/rebellion/localprocs?watch=1", "/v2/configwatcher?watch=1"] {
+            for path in [
+                "/v2/webrouter/webprocs?watch=1",
+                "/v2/containers?nodename=node1&watch=1",
+                "/v2/rebellion/localprocs?watch=1",
+                "/v2/configwatcher?watch=1",
+            ] {
                 open_watch(&mut engine, path);
             }
             for app in apps(100) {
-                open_watch(&mut engine, &format!("/v2/proxywatcher?appname={app}&watch=1"));
+                open_watch(
+                    &mut engine,
+                    &format!("/v2/proxywatcher?appname={app}&watch=1"),
+                );
             }
             (engine, events.to_vec())
         })
@@ -211,7 +256,10 @@ fn get_cached_small_view(bencher: Bencher) {
 /// Loading a 10,000-pod-group dump (~110 MB of deployd values) as the first snapshot.
 #[divan::bench(sample_count = 3)]
 fn snapshot_load_10k(bencher: Bencher) {
-    let dump = generated(&ClusterShape { pod_groups: 10_000, ..ClusterShape::large(1_000) });
+    let dump = generated(&ClusterShape {
+        pod_groups: 10_000,
+        ..ClusterShape::large(1_000)
+    });
     let bytes: usize = dump.kvs.iter().map(|kv| kv.value.len()).sum();
     bencher
         .counter(BytesCount::new(bytes))
@@ -230,22 +278,41 @@ fn fan_out_10k(bencher: Bencher) {
     let mut engine = loaded_engine();
     let app = apps(1).remove(0);
     for _ in 0..10_000 {
-        open_watch(&mut engine, &format!("/v2/proxywatcher?appname={app}&watch=1"));
+        open_watch(
+            &mut engine,
+            &format!("/v2/proxywatcher?appname={app}&watch=1"),
+        );
     }
     let prefix = format!("/lain/deployd/pod_groups/{app}/");
-    let key = cluster().kvs.iter().find(|kv| kv.key.starts_with(&prefix)).unwrap().clone();
+    let key = cluster()
+        .kvs
+        .iter()
+        .find(|kv| kv.key.starts_with(&prefix))
+        .unwrap()
+        .clone();
     let mut revision = cluster().revision + 10_000;
-    bencher.counter(ItemsCount::new(10_000usize)).bench_local(|| {
-        revision += 1;
-        let ip = format!("\"ContainerIp\":\"10.{}.", revision % 200);
-        let value = String::from_utf8(key.value.clone()).unwrap().replace("\"ContainerIp\":\"172.", &ip);
-        engine.handle_events(Instant::now(), [WatchEvent::Put(KeyValue { key: key.key.clone(), value: value.into_bytes(), mod_revision: revision })]);
-        let mut frames = 0;
-        while let Some(id) = engine.poll_wakeup() {
-            while engine.poll_frame(id).is_some() {
-                frames += 1;
+    bencher
+        .counter(ItemsCount::new(10_000usize))
+        .bench_local(|| {
+            revision += 1;
+            let ip = format!("\"ContainerIp\":\"10.{}.", revision % 200);
+            let value = String::from_utf8(key.value.clone())
+                .unwrap()
+                .replace("\"ContainerIp\":\"172.", &ip);
+            engine.handle_events(
+                Instant::now(),
+                [WatchEvent::Put(KeyValue {
+                    key: key.key.clone(),
+                    value: value.into_bytes(),
+                    mod_revision: revision,
+                })],
+            );
+            let mut frames = 0;
+            while let Some(id) = engine.poll_wakeup() {
+                while engine.poll_frame(id).is_some() {
+                    frames += 1;
+                }
             }
-        }
-        divan::black_box(frames)
-    });
+            divan::black_box(frames)
+        });
 }
