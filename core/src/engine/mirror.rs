@@ -2,7 +2,6 @@
 //! and the rules that keep the decoded state consistent with etcd (DESIGN rules 1–3, 7).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 use crate::model::{decode_config, decode_node, DecodeError, Depends, PodGroup};
@@ -53,8 +52,8 @@ pub struct LastEvent {
     pub key: String,
     /// Its revision.
     pub revision: i64,
-    /// The value for a put.
-    pub value: Option<Vec<u8>>,
+    /// The value for a put (shared with the other family it is recorded for).
+    pub value: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// The mirror of the keys lainlet reads.
@@ -117,14 +116,15 @@ impl Mirror {
             key,
             kind: ChangeKind::Put,
         }));
-        if changes.len() > mark {
-            self.record(source, 1, &kv.key, kv.mod_revision, Some(&kv.value));
-        }
         let entry = Entry {
             mod_revision: kv.mod_revision,
             fingerprint,
             decoded,
         };
+        if changes.len() > mark {
+            let value = std::sync::Arc::new(kv.value);
+            self.record(source, 1, &kv.key, kv.mod_revision, Some(value));
+        }
         self.entries.insert(kv.key, entry);
     }
 
@@ -225,13 +225,13 @@ impl Mirror {
         action: i64,
         key: &str,
         revision: i64,
-        value: Option<&[u8]>,
+        value: Option<std::sync::Arc<Vec<u8>>>,
     ) {
         let event = LastEvent {
             action,
             key: key.to_owned(),
             revision,
-            value: value.map(<[u8]>::to_vec),
+            value,
         };
         let families: &[Family] = if source == Source::PodGroup {
             &[Family::PodGroup, Family::Container]
@@ -256,8 +256,33 @@ fn decode(source: Source, value: &[u8]) -> Result<Decoded, DecodeError> {
     })
 }
 
+/// A fast 64-bit fingerprint of a value, to skip decoding a re-put of identical bytes. Not a
+/// cryptographic hash: whoever can forge a collision can also write etcd directly.
 fn fingerprint(value: &[u8]) -> (u64, usize) {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    (h.finish(), value.len())
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = value.len() as u64;
+    let mut chunks = value.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        h = (h.rotate_left(23) ^ word).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(23) ^ u64::from(b)).wrapping_mul(K);
+    }
+    h ^= h >> 29;
+    (h.wrapping_mul(K), value.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprints_tell_nearby_values_apart() {
+        let a = br#"{"ContainerIp":"172.20.0.2"}"#;
+        let b = br#"{"ContainerIp":"172.20.0.3"}"#;
+        assert_ne!(fingerprint(a), fingerprint(b));
+        assert_eq!(fingerprint(a), fingerprint(a));
+        assert_ne!(fingerprint(b"12345678a"), fingerprint(b"12345678b"));
+    }
 }

@@ -280,7 +280,7 @@ impl Engine {
                         key: last.map_or_else(String::new, |e| e.key.clone()),
                         modified_index: last.map_or(0, |e| e.revision),
                         data: last
-                            .and_then(|e| e.value.as_ref().map(|v| (e, v)))
+                            .and_then(|e| e.value.as_ref().map(|v| (e, v.as_slice())))
                             .map(|(e, v)| Data {
                                 key: e.key.clone(),
                                 value: base64::engine::general_purpose::STANDARD.encode(v),

@@ -1,15 +1,15 @@
 //! The table of live views: each distinct (endpoint, selection) is rendered once per change
 //! and its bytes are shared by every GET and every watcher of it (DESIGN rule 4).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
 use super::mirror::{Change, ChangeKind};
 use crate::error::ApiError;
 use crate::sse::EventName;
-use crate::state::{ClusterState, Family};
-use crate::views::{render, RenderContext, ViewKey};
+use crate::state::{select, ClusterState, Family};
+use crate::views::{assemble, fragment, is_fragmented, render, Fragment, RenderContext, ViewKey};
 
 /// Identifies one watch connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,6 +27,9 @@ pub struct View {
     pub rendering: Option<Rendering>,
     /// The watchers of this view.
     pub subscribers: BTreeSet<SubscriberId>,
+    /// For a watched view built from per-pod-group fragments: pod group key → fragment, so a
+    /// change re-encodes only what it touched.
+    fragments: Option<BTreeMap<String, Fragment>>,
 }
 
 /// A change of a watched view's output, to be delivered to its subscribers.
@@ -106,8 +109,8 @@ impl ViewTable {
         state: &ClusterState,
         ctx: RenderContext<'_>,
     ) -> Vec<ViewUpdate> {
-        // view → whether every change that touched it was a delete
-        let mut touched: HashMap<&ViewKey, bool> = HashMap::new();
+        // view → (whether every change that touched it was a delete, changed pod group keys)
+        let mut touched: HashMap<&ViewKey, (bool, Vec<&str>)> = HashMap::new();
         for change in changes {
             let Some(bucket) = self.index.get(&change.family) else {
                 continue;
@@ -115,28 +118,36 @@ impl ViewTable {
             let deleted = change.kind == ChangeKind::Delete;
             for end in (0..=change.key.len()).filter(|&i| change.key.is_char_boundary(i)) {
                 for key in bucket.get(&change.key[..end]).into_iter().flatten() {
-                    touched
-                        .entry(key)
-                        .and_modify(|d| *d &= deleted)
-                        .or_insert(deleted);
+                    let entry = touched.entry(key).or_insert((true, Vec::new()));
+                    entry.0 &= deleted;
+                    if change.family == Family::PodGroup {
+                        entry.1.push(&change.key);
+                    }
                 }
             }
         }
-        let mut touched: Vec<(ViewKey, bool)> =
-            touched.into_iter().map(|(k, d)| (k.clone(), d)).collect();
+        let mut touched: Vec<(ViewKey, bool, Vec<&str>)> = touched
+            .into_iter()
+            .map(|(k, (deleted, keys))| (k.clone(), deleted, keys))
+            .collect();
         touched.sort();
         let mut updates = Vec::new();
-        for (key, all_deleted) in touched {
+        for (key, all_deleted, changed) in touched {
             let Some(view) = self.views.get_mut(&key) else {
                 continue;
             };
             view.touches += 1;
             if view.subscribers.is_empty() {
                 view.rendering = None;
+                view.fragments = None;
                 continue;
             }
             self.renders_total += 1;
-            let new = render(state, &key, ctx);
+            let new = if is_fragmented(key.endpoint) {
+                refresh_fragments(&mut view.fragments, &key, &changed, state, ctx)
+            } else {
+                render(state, &key, ctx)
+            };
             if view.rendering.as_ref() == Some(&new) {
                 continue; // unchanged output writes nothing (DESIGN rule 5)
             }
@@ -173,6 +184,46 @@ impl ViewTable {
             bucket.retain(|_, keys| !keys.is_empty());
         }
     }
+}
+
+/// Re-renders a fragmented view: only the fragments of `changed` pod groups are re-encoded,
+/// unless the view has none yet or its selection is an exact pod group key (spec §2.1: an exact
+/// hit selects only that key, which a change can switch on or off), when all are rebuilt.
+fn refresh_fragments(
+    fragments: &mut Option<BTreeMap<String, Fragment>>,
+    key: &ViewKey,
+    changed: &[&str],
+    state: &ClusterState,
+    ctx: RenderContext<'_>,
+) -> Rendering {
+    let selector = key.selector.as_str();
+    let exact_hit = selector != "*"
+        && (state.pod_groups.contains_key(selector)
+            || changed.contains(&selector)
+            || fragments.as_ref().is_some_and(|f| f.contains_key(selector)));
+    match fragments {
+        Some(cached) if !exact_hit => {
+            for &k in changed {
+                let selected = selector == "*" || k.starts_with(selector);
+                match state.pod_groups.get(k) {
+                    Some(pg) if selected => {
+                        cached.insert(k.to_owned(), fragment(key.endpoint, pg, ctx));
+                    }
+                    _ => {
+                        cached.remove(k);
+                    }
+                }
+            }
+        }
+        _ => {
+            let all = select(&state.pod_groups, selector)
+                .into_iter()
+                .map(|(k, pg)| (k.to_owned(), fragment(key.endpoint, pg, ctx)))
+                .collect();
+            *fragments = Some(all);
+        }
+    }
+    assemble(key.endpoint, fragments.iter().flat_map(|f| f.values()))
 }
 
 /// The prefix a selection is notified for: `*` watches everything (the empty prefix).

@@ -2,15 +2,18 @@
 //! JSON bytes (spec §2.4). Rendering is a pure function of the state, so the same key renders
 //! the same bytes for every watcher and every GET.
 
+mod fragments;
 mod pod_groups;
 mod tables;
+
+pub use fragments::{assemble, fragment, is_fragmented, Fragment};
 
 use bytes::Bytes;
 
 use crate::auth::{is_secret_target, Authorizer};
 use crate::error::ApiError;
 use crate::request::{Endpoint, Query};
-use crate::state::{ClusterState, Family};
+use crate::state::{select, ClusterState, Family};
 
 /// A view: an endpoint and its selection key (`*`, `hello/`, `node1/`, `vip`, …). Everything a
 /// rendering depends on besides the state, so watchers with equal keys share renderings.
@@ -62,16 +65,23 @@ pub fn render(
     ctx: RenderContext<'_>,
 ) -> Result<Bytes, ApiError> {
     let s = key.selector.as_str();
+    if is_fragmented(key.endpoint) {
+        let fragments: Vec<Fragment> = select(&state.pod_groups, s)
+            .into_iter()
+            .map(|(_, pg)| fragment(key.endpoint, pg, ctx))
+            .collect();
+        return assemble(key.endpoint, &fragments);
+    }
     match key.endpoint {
         Endpoint::Apps => Ok(pod_groups::apps(state)),
-        Endpoint::Proc => Ok(pod_groups::procs(state, s)),
-        Endpoint::CoreInfo => Ok(pod_groups::core_info(state, s)),
-        Endpoint::Proxy => Ok(pod_groups::proxy(state, s)),
-        Endpoint::WebProcs => pod_groups::web_procs(state, s),
         Endpoint::StreamProcs => pod_groups::stream_procs(state, s),
         Endpoint::StreamPorts => Ok(pod_groups::stream_ports(state, s)),
-        Endpoint::Rebellion => Ok(pod_groups::rebellion(state, s, ctx.hostname)),
-        Endpoint::Backup => Ok(pod_groups::backup(state, s)),
+        Endpoint::Proc
+        | Endpoint::CoreInfo
+        | Endpoint::Proxy
+        | Endpoint::WebProcs
+        | Endpoint::Rebellion
+        | Endpoint::Backup => unreachable!("fragmented views are assembled above"),
         Endpoint::Config => Ok(tables::config(state, s)),
         Endpoint::Containers => Ok(tables::containers(state, s)),
         Endpoint::LocalSpec => tables::local_spec(state, s),

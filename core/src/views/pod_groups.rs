@@ -39,9 +39,9 @@ pub fn apps(state: &ClusterState) -> Bytes {
     to_bytes(&out)
 }
 
-/// `/v2/procwatcher`: one `{"proc": [...]}` per pod group, sorted by pod group key (the
-/// original's order was random).
-pub fn procs(state: &ClusterState, selector: &str) -> Bytes {
+/// `/v2/procwatcher`: the `{"proc": [...]}` element of one pod group (elements are sorted by
+/// pod group key; the original's order was random).
+pub fn proc_fragment(pg: &PodGroup) -> Option<Bytes> {
     #[derive(Serialize)]
     struct ProcPod<'a> {
         #[serde(rename = "InstanceNo")]
@@ -57,29 +57,26 @@ pub fn procs(state: &ClusterState, selector: &str) -> Bytes {
     struct Proc<'a> {
         proc: Vec<ProcPod<'a>>,
     }
-    let out: Vec<Proc> = selected(state, selector)
-        .into_iter()
-        .map(|(_, pg)| Proc {
-            proc: pg
-                .pods
-                .iter()
-                .map(|pod| {
-                    let first = pod.containers.first();
-                    ProcPod {
-                        instance_no: pod.instance_no,
-                        ip: first.map_or("", |c| &c.container_ip),
-                        port: first.map_or(0, |c| c.container_port),
-                        proc_name: first.map_or("", |c| &c.proc_name),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    to_bytes(&out)
+    let out = Proc {
+        proc: pg
+            .pods
+            .iter()
+            .map(|pod| {
+                let first = pod.containers.first();
+                ProcPod {
+                    instance_no: pod.instance_no,
+                    ip: first.map_or("", |c| &c.container_ip),
+                    port: first.map_or(0, |c| c.container_port),
+                    proc_name: first.map_or("", |c| &c.proc_name),
+                }
+            })
+            .collect(),
+    };
+    Some(to_bytes(&out))
 }
 
-/// `/v2/coreinfowatcher`: `{Spec.Name: {"PodInfos": [...]}}`.
-pub fn core_info(state: &ClusterState, selector: &str) -> Bytes {
+/// `/v2/coreinfowatcher`: `{"PodInfos": [...]}` of one pod group, keyed by `Spec.Name`.
+pub fn core_info_fragment(pg: &PodGroup) -> Option<Bytes> {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct ContainerInfo<'a> {
@@ -110,46 +107,43 @@ pub fn core_info(state: &ClusterState, selector: &str) -> Bytes {
         dependencies: Vec<Dep<'a>>,
         instance_no: i64,
     }
-    let out = by_spec_name(state, selector, |pg| {
-        let pod_infos: Vec<PodInfo> = pg
-            .pods
-            .iter()
-            .map(|pod| PodInfo {
-                annotation: &pg.annotation,
-                container_infos: paired(pg, &pod.containers)
-                    .map(|(spec, c)| ContainerInfo {
-                        command: &spec.command,
-                        container_id: &c.id,
-                        container_ip: &c.container_ip,
-                        cpu: spec.cpu_limit,
-                        env: &spec.env,
-                        expose: spec.expose,
-                        image: &spec.image,
-                        memory: spec.memory_limit,
-                        node_ip: &c.node_ip,
-                        node_name: &c.node_name,
-                        volumes: &spec.volumes,
-                    })
-                    .collect(),
-                dependencies: pg
-                    .dependencies
-                    .iter()
-                    .map(|d: &Dependency| Dep {
-                        pod_name: &d.pod_name,
-                        policy: d.policy,
-                    })
-                    .collect(),
-                instance_no: pod.instance_no,
-            })
-            .collect();
-        Some(PodInfos { pod_infos })
-    });
-    to_bytes(&out)
+    let pod_infos: Vec<PodInfo> = pg
+        .pods
+        .iter()
+        .map(|pod| PodInfo {
+            annotation: &pg.annotation,
+            container_infos: paired(pg, &pod.containers)
+                .map(|(spec, c)| ContainerInfo {
+                    command: &spec.command,
+                    container_id: &c.id,
+                    container_ip: &c.container_ip,
+                    cpu: spec.cpu_limit,
+                    env: &spec.env,
+                    expose: spec.expose,
+                    image: &spec.image,
+                    memory: spec.memory_limit,
+                    node_ip: &c.node_ip,
+                    node_name: &c.node_name,
+                    volumes: &spec.volumes,
+                })
+                .collect(),
+            dependencies: pg
+                .dependencies
+                .iter()
+                .map(|d: &Dependency| Dep {
+                    pod_name: &d.pod_name,
+                    policy: d.policy,
+                })
+                .collect(),
+            instance_no: pod.instance_no,
+        })
+        .collect();
+    Some(to_bytes(&PodInfos { pod_infos }))
 }
 
-/// `/v2/proxywatcher`: `{Spec.Name: {"containers": [{container_ip, container_port}]}}` where
-/// the port is the spec's `Expose`.
-pub fn proxy(state: &ClusterState, selector: &str) -> Bytes {
+/// `/v2/proxywatcher`: `{"containers": [{container_ip, container_port}]}` of one pod group,
+/// keyed by `Spec.Name`; the port is the spec's `Expose`.
+pub fn proxy_fragment(pg: &PodGroup) -> Option<Bytes> {
     #[derive(Serialize)]
     struct ProxyContainer<'a> {
         container_ip: &'a str,
@@ -159,23 +153,21 @@ pub fn proxy(state: &ClusterState, selector: &str) -> Bytes {
     struct Proc<'a> {
         containers: Vec<ProxyContainer<'a>>,
     }
-    let out = by_spec_name(state, selector, |pg| {
-        let containers = pg
-            .pods
-            .iter()
-            .flat_map(|pod| paired(pg, &pod.containers))
-            .map(|(spec, c)| ProxyContainer {
-                container_ip: &c.container_ip,
-                container_port: spec.expose,
-            })
-            .collect();
-        Some(Proc { containers })
-    });
-    to_bytes(&out)
+    let containers = pg
+        .pods
+        .iter()
+        .flat_map(|pod| paired(pg, &pod.containers))
+        .map(|(spec, c)| ProxyContainer {
+            container_ip: &c.container_ip,
+            container_port: spec.expose,
+        })
+        .collect();
+    Some(to_bytes(&Proc { containers }))
 }
 
-/// `/v2/webrouter/webprocs`: web procs only, with the dead-container rule.
-pub fn web_procs(state: &ClusterState, selector: &str) -> Result<Bytes, ApiError> {
+/// `/v2/webrouter/webprocs`: `{"PodInfos": [...]}` of a web proc (`None` for other procs),
+/// keyed by `Spec.Name`; the dead-container rule is applied when assembling.
+pub fn web_procs_fragment(pg: &PodGroup) -> Option<Bytes> {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct WebContainer<'a> {
@@ -188,29 +180,23 @@ pub fn web_procs(state: &ClusterState, selector: &str) -> Result<Bytes, ApiError
         annotation: &'a str,
         container_infos: Vec<WebContainer<'a>>,
     }
-    let kept: Selected = selected(state, selector)
-        .into_iter()
-        .filter(|(_, pg)| pg.is_web_proc())
-        .collect();
-    check_alive(&kept)?;
-    let mut out = BTreeMap::new();
-    for (_, pg) in kept {
-        let pod_infos: Vec<WebPod> = pg
-            .pods
-            .iter()
-            .map(|pod| WebPod {
-                annotation: &pg.annotation,
-                container_infos: paired(pg, &pod.containers)
-                    .map(|(spec, c)| WebContainer {
-                        container_ip: &c.container_ip,
-                        expose: spec.expose,
-                    })
-                    .collect(),
-            })
-            .collect();
-        out.insert(pg.name.as_str(), PodInfos { pod_infos });
+    if !pg.is_web_proc() {
+        return None;
     }
-    Ok(to_bytes(&out))
+    let pod_infos: Vec<WebPod> = pg
+        .pods
+        .iter()
+        .map(|pod| WebPod {
+            annotation: &pg.annotation,
+            container_infos: paired(pg, &pod.containers)
+                .map(|(spec, c)| WebContainer {
+                    container_ip: &c.container_ip,
+                    expose: spec.expose,
+                })
+                .collect(),
+        })
+        .collect();
+    Some(to_bytes(&PodInfos { pod_infos }))
 }
 
 /// `/v2/streamrouter/streamprocs`: pod groups whose annotation has `ports`, by namespace, with
@@ -288,8 +274,9 @@ pub fn stream_ports(state: &ClusterState, selector: &str) -> Bytes {
     to_bytes(&ports)
 }
 
-/// `/v2/rebellion/localprocs`: pods with a container on this host.
-pub fn rebellion(state: &ClusterState, selector: &str, hostname: &str) -> Bytes {
+/// `/v2/rebellion/localprocs`: `{"PodInfos": [...]}` of the pods with a container on this
+/// host, keyed by `Spec.Name` (`None` when the pod group has no local pod).
+pub fn rebellion_fragment(pg: &PodGroup, hostname: &str) -> Option<Bytes> {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct LocalPod<'a> {
@@ -297,24 +284,22 @@ pub fn rebellion(state: &ClusterState, selector: &str, hostname: &str) -> Bytes 
         app_version: &'a str,
         instance_no: i64,
     }
-    let out = by_spec_name(state, selector, |pg| {
-        let pod_infos: Vec<LocalPod> = pg
-            .pods
-            .iter()
-            .filter(|pod| pod.containers.iter().any(|c| c.node_name == hostname))
-            .map(|pod| LocalPod {
-                annotation: &pg.annotation,
-                app_version: &pg.app_version,
-                instance_no: pod.instance_no,
-            })
-            .collect();
-        (!pod_infos.is_empty()).then_some(PodInfos { pod_infos })
-    });
-    to_bytes(&out)
+    let pod_infos: Vec<LocalPod> = pg
+        .pods
+        .iter()
+        .filter(|pod| pod.containers.iter().any(|c| c.node_name == hostname))
+        .map(|pod| LocalPod {
+            annotation: &pg.annotation,
+            app_version: &pg.app_version,
+            instance_no: pod.instance_no,
+        })
+        .collect();
+    (!pod_infos.is_empty()).then(|| to_bytes(&PodInfos { pod_infos }))
 }
 
-/// `/v2/backupspec`: `{Spec.Name: [{Annotation, Containers, InstanceNo}]}`.
-pub fn backup(state: &ClusterState, selector: &str) -> Bytes {
+/// `/v2/backupspec`: `[{Annotation, Containers, InstanceNo}]` of one pod group, keyed by
+/// `Spec.Name`.
+pub fn backup_fragment(pg: &PodGroup) -> Option<Bytes> {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct BackupContainer<'a> {
@@ -330,28 +315,25 @@ pub fn backup(state: &ClusterState, selector: &str) -> Bytes {
         containers: Vec<BackupContainer<'a>>,
         instance_no: i64,
     }
-    let out = by_spec_name(state, selector, |pg| {
-        let pods: Vec<BackupPod> = pg
-            .pods
-            .iter()
-            .map(|pod| BackupPod {
-                annotation: &pg.annotation,
-                containers: pod
-                    .containers
-                    .iter()
-                    .map(|c| BackupContainer {
-                        id: &c.id,
-                        ip: &c.container_ip,
-                        node_ip: &c.node_ip,
-                        node_name: &c.node_name,
-                    })
-                    .collect(),
-                instance_no: pod.instance_no,
-            })
-            .collect();
-        Some(pods)
-    });
-    to_bytes(&out)
+    let pods: Vec<BackupPod> = pg
+        .pods
+        .iter()
+        .map(|pod| BackupPod {
+            annotation: &pg.annotation,
+            containers: pod
+                .containers
+                .iter()
+                .map(|c| BackupContainer {
+                    id: &c.id,
+                    ip: &c.container_ip,
+                    node_ip: &c.node_ip,
+                    node_name: &c.node_name,
+                })
+                .collect(),
+            instance_no: pod.instance_no,
+        })
+        .collect();
+    Some(to_bytes(&pods))
 }
 
 /// `{"PodInfos": [...]}`, shared by several views.
@@ -359,19 +341,6 @@ pub fn backup(state: &ClusterState, selector: &str) -> Bytes {
 struct PodInfos<T> {
     #[serde(rename = "PodInfos")]
     pod_infos: Vec<T>,
-}
-
-/// Builds `{Spec.Name: f(pg)}` over the selection, skipping `None`. When two cache keys carry
-/// the same `Spec.Name`, the larger cache key wins (the original's choice was random).
-fn by_spec_name<'a, T>(
-    state: &'a ClusterState,
-    selector: &str,
-    mut f: impl FnMut(&'a PodGroup) -> Option<T>,
-) -> BTreeMap<&'a str, T> {
-    selected(state, selector)
-        .into_iter()
-        .filter_map(|(_, pg)| f(pg).map(|v| (pg.name.as_str(), v)))
-        .collect()
 }
 
 /// Runtime containers paired with their spec containers by index.
