@@ -121,7 +121,7 @@ impl PodGroup {
                     .containers
                     .into_iter()
                     .map(|c| Container {
-                        proc_name: last_env_value(&c.runtime.config.env, "LAIN_PROCNAME="),
+                        proc_name: c.runtime.config.proc_name.0,
                         id: c.id,
                         node_name: c.node_name,
                         node_ip: c.node_ip,
@@ -178,14 +178,6 @@ fn app_version(env: &[String]) -> String {
             }
         })
         .unwrap_or_default()
-}
-
-fn last_env_value(env: &[String], prefix: &str) -> String {
-    env.iter()
-        .rev()
-        .find_map(|e| e.strip_prefix(prefix))
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Decodes the annotation's `ports` as Go did into `[]struct{Srcport, Dstport int; Proto string}`:
@@ -290,12 +282,53 @@ struct RawRuntime {
 
 #[derive(Default, Deserialize)]
 struct RawRuntimeConfig {
-    #[serde(rename = "Env", default, deserialize_with = "nullable_env")]
-    env: Vec<String>,
+    #[serde(rename = "Env", default)]
+    proc_name: ProcNameFromEnv,
 }
 
-fn nullable_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(nullable_strings(d)?.unwrap_or_default())
+/// The value of the last `LAIN_PROCNAME=` entry of a runtime `Env` list, found without
+/// allocating the other entries (`""` if none; `null` list or entries are skipped as in Go).
+#[derive(Default)]
+struct ProcNameFromEnv(String);
+
+impl<'de> Deserialize<'de> for ProcNameFromEnv {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ProcNameFromEnv;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of KEY=VALUE strings or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ProcNameFromEnv::default())
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ProcNameFromEnv::default())
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_seq(self)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut found = String::new();
+                while let Some(entry) = seq.next_element::<Option<std::borrow::Cow<'de, str>>>()? {
+                    if let Some(value) = entry
+                        .as_deref()
+                        .and_then(|e| e.strip_prefix("LAIN_PROCNAME="))
+                    {
+                        found = value.to_owned();
+                    }
+                }
+                Ok(ProcNameFromEnv(found))
+            }
+        }
+        d.deserialize_option(Visitor)
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +389,28 @@ mod tests {
         .unwrap();
         assert_eq!(pg, PodGroup::default());
         assert_eq!(PodGroup::decode(b"null").unwrap(), PodGroup::default());
+    }
+
+    #[test]
+    fn proc_name_is_the_last_lain_procname_of_the_runtime_env() {
+        let proc = |env: &str| {
+            let v = String::from(r#"{"Pods":[{"Containers":[{"Runtime":{"Config":{"Env":"#)
+                + env
+                + "}}}]}]}";
+            PodGroup::decode(v.as_bytes()).map(|pg| pg.pods[0].containers[0].proc_name.clone())
+        };
+        assert_eq!(
+            proc(r#"["LAIN_PROCNAME=a","X=1",null,"LAIN_PROCNAME=b"]"#).unwrap(),
+            "b"
+        );
+        assert_eq!(proc(r#"["LAIN_PROCNAME=w\u0065b\"x"]"#).unwrap(), "web\"x");
+        assert_eq!(proc("null").unwrap(), "");
+        assert_eq!(proc("[]").unwrap(), "");
+        assert!(
+            proc("5").is_err(),
+            "a type mismatch makes the value undecodable"
+        );
+        assert!(proc("[5]").is_err());
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl ClusterState {
     pub fn touched_by_rewrite(&self, source: Source, cache_key: &str, touched: &mut Vec<Touched>) {
         if source == Source::PodGroup {
             if let Some(pg) = self.pod_groups.get(cache_key) {
-                touched.extend(container_keys(pg).map(|(k, _)| (Family::Container, k)));
+                touched.extend(container_key_names(pg).map(|k| (Family::Container, k)));
             }
         }
         touched.push((source.family(), cache_key.to_owned()));
@@ -166,7 +166,7 @@ impl ClusterState {
 
     fn set_pod_group(&mut self, key: &str, new: Option<Arc<PodGroup>>, touched: &mut Vec<Touched>) {
         if let Some(old) = self.pod_groups.remove(key) {
-            for (ckey, _) in container_keys(&old) {
+            for ckey in container_key_names(&old) {
                 self.containers.remove(&ckey, key);
                 touched.push((Family::Container, ckey));
             }
@@ -225,6 +225,20 @@ fn container_keys(pg: &PodGroup) -> impl Iterator<Item = (String, Arc<ContainerE
             [by_name, by_ip]
         })
     })
+}
+
+/// The container index keys of a pod group (the keys of [`container_keys`], without building
+/// the entries).
+fn container_key_names(pg: &PodGroup) -> impl Iterator<Item = String> + '_ {
+    pg.pods
+        .iter()
+        .flat_map(|pod| pod.containers.iter())
+        .flat_map(|c| {
+            [
+                format!("{}/{}", c.node_name, c.id),
+                format!("{}/{}", c.node_ip, c.id),
+            ]
+        })
 }
 
 /// The non-empty container IPs of a pod group.
