@@ -8,9 +8,11 @@
 //!         SyncStep::Connect { endpoint }  => connect → handle_connected / handle_failure
 //!         SyncStep::ReadSnapshot          => range /lain/ → engine.handle_snapshot,
 //!                                            then handle_snapshot(revision) / handle_failure
-//!         SyncStep::Watch { start_revision } => watch /lain/ from there → handle_watching;
-//!                                            each response → engine.handle_events + handle_revision;
-//!                                            compacted → handle_compacted; error → handle_failure
+//!         SyncStep::Watch { start_revision } => watch /lain/ from there; each message →
+//!                                            handle_watch_response → WatchStep (Created: report
+//!                                            Watching; Apply: engine.handle_events; Compacted:
+//!                                            end the watch; Canceled: a failure);
+//!                                            error → handle_failure
 //!     }
 //! }
 //! ```
@@ -20,6 +22,8 @@
 //! revision forces a new snapshot, which the engine applies as a diff.
 
 use std::time::{Duration, Instant};
+
+use crate::input::WatchEvent;
 
 /// Retry timing after failures: exponential from `initial` up to `max`, with jitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +181,81 @@ impl EtcdSync {
     }
 }
 
+/// One message of the etcd watch stream, converted by the shell from its client's type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchResponse {
+    /// The reply that confirms the watch was created.
+    pub created: bool,
+    /// etcd canceled the watch.
+    pub canceled: bool,
+    /// Why etcd canceled it (may be empty).
+    pub cancel_reason: String,
+    /// Non-zero when the start revision was compacted away: the oldest revision etcd still has.
+    pub compact_revision: i64,
+    /// The revision of the response header (the store's revision when it was sent).
+    pub header_revision: i64,
+    /// The events the shell could convert (keys that are not UTF-8 are left out), in order.
+    pub events: Vec<WatchEvent>,
+    /// The `mod_revision` of the last event etcd sent, converted or not (`None` without
+    /// events).
+    pub last_event_revision: Option<i64>,
+}
+
+/// What the shell does with a watch message, as decided by [`EtcdSync::handle_watch_response`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchStep {
+    /// The watch is established: tell the engine [`crate::EtcdStatus::Watching`].
+    Created,
+    /// The start revision was compacted away: end this watch; the next step reads a snapshot.
+    Compacted {
+        /// The oldest revision etcd still has.
+        compact_revision: i64,
+    },
+    /// etcd canceled the watch for another reason: a failure
+    /// ([`EtcdSync::handle_failure`]).
+    Canceled {
+        /// etcd's reason (may be empty).
+        reason: String,
+    },
+    /// Hand these events to the engine ([`crate::Engine::handle_events`]); empty for a
+    /// progress notification.
+    Apply(Vec<WatchEvent>),
+}
+
+impl EtcdSync {
+    /// Takes one watch message into account and says what to do with it.
+    ///
+    /// Revisions: a message with events advances the applied revision to its last event's;
+    /// a progress notification (no events, not the `created` reply) to its header revision.
+    /// The header of the `created` reply, or of a catch-up batch, may be ahead of the events
+    /// delivered so far, so it is never taken as progress: a watch resumed from it could skip
+    /// events.
+    pub fn handle_watch_response(&mut self, response: WatchResponse) -> WatchStep {
+        if response.compact_revision > 0 {
+            self.handle_compacted();
+            return WatchStep::Compacted {
+                compact_revision: response.compact_revision,
+            };
+        }
+        if response.canceled {
+            return WatchStep::Canceled {
+                reason: response.cancel_reason,
+            };
+        }
+        if response.created {
+            self.handle_watching();
+            return WatchStep::Created;
+        }
+        let revision = response
+            .last_event_revision
+            .unwrap_or(response.header_revision);
+        if revision > 0 {
+            self.handle_revision(revision);
+        }
+        WatchStep::Apply(response.events)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +317,68 @@ mod tests {
         assert_eq!(p.delay(6, 1.0), Duration::from_secs(2));
         assert_eq!(p.delay(u32::MAX, 1.0), Duration::from_secs(2));
         assert_eq!(p.delay(6, 0.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn watch_messages_advance_by_their_events_and_progress_by_the_header() {
+        let mut s = EtcdSync::new(1, BackoffPolicy::default());
+        s.handle_connected();
+        s.handle_snapshot(10);
+        let created = WatchResponse {
+            created: true,
+            header_revision: 30,
+            ..WatchResponse::default()
+        };
+        assert_eq!(s.handle_watch_response(created), WatchStep::Created);
+        assert_eq!(
+            s.applied_revision(),
+            Some(10),
+            "the created header is not progress"
+        );
+        let put = WatchEvent::Delete {
+            key: "/lain/x".into(),
+            mod_revision: 12,
+        };
+        let batch = WatchResponse {
+            header_revision: 30,
+            events: vec![put.clone()],
+            last_event_revision: Some(13),
+            ..WatchResponse::default()
+        };
+        assert_eq!(s.handle_watch_response(batch), WatchStep::Apply(vec![put]));
+        assert_eq!(
+            s.applied_revision(),
+            Some(13),
+            "the last event etcd sent counts"
+        );
+        let progress = WatchResponse {
+            header_revision: 31,
+            ..WatchResponse::default()
+        };
+        assert_eq!(s.handle_watch_response(progress), WatchStep::Apply(vec![]));
+        assert_eq!(s.applied_revision(), Some(31));
+        let compacted = WatchResponse {
+            canceled: true,
+            compact_revision: 40,
+            ..WatchResponse::default()
+        };
+        assert_eq!(
+            s.handle_watch_response(compacted),
+            WatchStep::Compacted {
+                compact_revision: 40
+            }
+        );
+        assert_eq!(s.next_step(Instant::now()), SyncStep::ReadSnapshot);
+        let canceled = WatchResponse {
+            canceled: true,
+            cancel_reason: "no".into(),
+            ..WatchResponse::default()
+        };
+        assert_eq!(
+            s.handle_watch_response(canceled),
+            WatchStep::Canceled {
+                reason: "no".into()
+            }
+        );
     }
 }

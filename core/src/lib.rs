@@ -47,6 +47,7 @@ pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod etcd_sync;
+pub mod http1;
 pub mod input;
 pub mod json;
 pub mod model;
@@ -60,7 +61,7 @@ pub use engine::{
     Response, SubscriberId, V2_VERSION,
 };
 pub use error::ApiError;
-pub use etcd_sync::{BackoffPolicy, EtcdSync, SyncStep};
+pub use etcd_sync::{BackoffPolicy, EtcdSync, SyncStep, WatchResponse, WatchStep};
 pub use input::{EtcdStatus, KeyValue, Snapshot, WatchEvent};
 pub use request::{Endpoint, Method, Request, Route};
 pub use sse::{EventName, Frame, SSE_HEAD};

@@ -9,10 +9,9 @@ use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -20,13 +19,14 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::StatusCode;
-use lainlet_core::{Method, Reply, Request, RequestContext, Response};
+use lainlet_core::{Method, Reply, Request, Response};
+use lainlet_shell_common::sniff::{MAX_HEAD, MAX_HEADERS};
+use lainlet_shell_common::{OpenConnection, Shared};
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, warn};
 
-use crate::io::{SniffIo, MAX_HEAD, MAX_HEADERS};
-use crate::shared::Shared;
+use crate::io::SniffIo;
 use crate::watch;
 
 /// How long a refused or finished connection waits for the client to close (so that the last
@@ -36,7 +36,6 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Accepts connections until shutdown. Beyond `max_connections` open connections, a new one
 /// is answered `503` and closed.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, max_connections: usize) {
-    let mut shutdown = shared.shutdown_signal();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -48,41 +47,26 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, max_connections: 
                     continue;
                 }
             },
-            () = shutdown.wait() => return,
+            () = shared.shut_down() => return,
         };
         let _ = tcp.set_nodelay(true);
-        let open = OpenConnection::new(shared.clone());
+        let open = shared.open_connection();
         if open.count > max_connections {
             drop(open);
             debug!(%peer, "connection refused: limit of {max_connections} reached");
             tokio::spawn(refuse(tcp, max_connections));
             continue;
         }
-        tokio::spawn(serve_connection(open, tcp, peer.ip().to_canonical()));
+        tokio::spawn(serve_connection(
+            shared.clone(),
+            open,
+            tcp,
+            peer.ip().to_canonical(),
+        ));
     }
 }
 
-/// Counts one open connection for as long as it lives.
-struct OpenConnection {
-    shared: Arc<Shared>,
-    count: usize,
-}
-
-impl OpenConnection {
-    fn new(shared: Arc<Shared>) -> OpenConnection {
-        let count = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        OpenConnection { shared, count }
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn serve_connection(open: OpenConnection, tcp: TcpStream, peer: IpAddr) {
-    let shared = open.shared.clone();
+async fn serve_connection(shared: Arc<Shared>, open: OpenConnection, tcp: TcpStream, peer: IpAddr) {
     let for_service = shared.clone();
     let service = service_fn(move |req| {
         std::future::ready(Ok::<_, Infallible>(answer(&for_service, peer, &req)))
@@ -93,8 +77,8 @@ async fn serve_connection(open: OpenConnection, tcp: TcpStream, peer: IpAddr) {
         .max_headers(MAX_HEADERS)
         .max_header_size(MAX_HEAD)
         .serve_connection(SniffIo::new(tcp), service);
-    let mut shutdown = shared.shutdown_signal();
-    let mut down = pin!(shutdown.wait());
+    let for_shutdown = shared.clone();
+    let mut down = pin!(for_shutdown.shut_down());
     let mut graceful = false;
     let result = poll_fn(|cx| {
         if !graceful && down.as_mut().poll(cx).is_ready() {
@@ -120,16 +104,6 @@ async fn serve_connection(open: OpenConnection, tcp: TcpStream, peer: IpAddr) {
     }
 }
 
-/// The request context the engine needs.
-pub fn context(shared: &Shared, peer: IpAddr) -> RequestContext {
-    RequestContext {
-        peer,
-        now: Instant::now(),
-        wall: SystemTime::now(),
-        connections: shared.connection_count(),
-    }
-}
-
 /// One plain request through the engine.
 fn answer(
     shared: &Shared,
@@ -142,7 +116,7 @@ fn answer(
         path: req.uri().path(),
         query: req.uri().query().unwrap_or(""),
     };
-    let opened = shared.request(&request, &context(shared, peer));
+    let opened = shared.request(&request, &shared.context(peer));
     let response = match opened.reply {
         Reply::Response(r) => r,
         Reply::Stream(id) => {
@@ -202,34 +176,18 @@ impl Body for OnceBody {
     }
 }
 
-/// A complete HTTP/1.1 response written without hyper, for connections hyper does not own
-/// (the connection limit, and a watch the engine answered with a plain response).
-pub fn raw_response(status: u16, content_type: &str, nosniff: bool, body: &[u8]) -> Vec<u8> {
-    let reason = StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    let nosniff = if nosniff {
-        "X-Content-Type-Options: nosniff\r\n"
-    } else {
-        ""
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{nosniff}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
 /// Answers a connection beyond the limit with `503` and closes it.
 async fn refuse(tcp: TcpStream, max_connections: usize) {
     let text = format!(
         "lainlet: too many open connections (the limit is {max_connections}); try again later\n"
     );
-    let bytes = raw_response(503, "text/plain; charset=utf-8", false, text.as_bytes());
+    let bytes = Response {
+        status: 503,
+        content_type: "text/plain; charset=utf-8",
+        nosniff: false,
+        body: Bytes::from(text),
+    }
+    .to_http1(false);
     let _ = tokio::time::timeout(LINGER, write_all(&tcp, &bytes)).await;
     close(tcp, &[]).await;
 }

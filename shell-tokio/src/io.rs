@@ -13,8 +13,8 @@
 //! # How
 //!
 //! [`SniffIo`] sits between the socket and hyper. At every request boundary it waits for the
-//! complete request head, parses it (httparse) and asks the core whether it is a watch
-//! ([`lainlet_core::Request::is_watch`]). Ordinary requests pass through to hyper untouched
+//! complete request head and sniffs it (`lainlet_shell_common::sniff`, shared with the smol
+//! shell): the core says whether it is a watch ([`lainlet_core::Request::is_watch`]). Ordinary requests pass through to hyper untouched
 //! (with their `Content-Length` body, then the next boundary). A watch request is withheld and
 //! hyper reads end-of-stream instead: it finishes what it was doing and returns the connection
 //! (`Connection::without_shutdown`), and the shell writes the SSE head and frames itself (see
@@ -31,7 +31,7 @@
 //!   client that does not read, no further request is passed to hyper.
 //! * hyper must run with `half_close(true)`, so it never probes for end-of-stream while a
 //!   request is being answered.
-//! * Whatever cannot be sniffed (a head over [`MAX_HEAD`], a parse error, a chunked request
+//! * Whatever cannot be sniffed (a head over `MAX_HEAD`, a parse error, a chunked request
 //!   body) switches the connection to plain pass-through: hyper answers the error itself, and a
 //!   later watch on such a connection is streamed by hyper (see `http.rs`).
 
@@ -40,25 +40,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use lainlet_core::{Method, Request};
+use lainlet_shell_common::sniff::{sniff, Body, Sniffed, WatchRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Largest request head sniffed; larger ones go to hyper, which refuses them.
-pub const MAX_HEAD: usize = 16 * 1024;
-/// Most header fields per request (hyper is configured with the same limit).
-pub const MAX_HEADERS: usize = 100;
 /// Bytes of responses buffered for a slow client before requests stop being read.
 pub const WRITE_LIMIT: usize = 256 * 1024;
-
-/// A watch request taken from the connection: method and request target.
-#[derive(Clone, Debug)]
-pub struct WatchRequest {
-    /// The method (always GET for a watch).
-    pub method: Method,
-    /// The request target in origin form (`/v2/procwatcher?appname=x&watch=1`).
-    pub target: String,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReadState {
@@ -98,45 +85,6 @@ impl SniffIo {
         (self.tcp, self.wbuf, self.watch)
     }
 
-    /// Sniffs the head at the start of the read buffer.
-    fn sniff(&mut self) -> Sniffed {
-        let avail = &self.rbuf[self.rpos..];
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let head_len = match req.parse(avail) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if avail.len() < MAX_HEAD => return Sniffed::Partial,
-            _ => return Sniffed::Opaque,
-        };
-        let method = Method::parse(req.method.unwrap_or_default());
-        let target = origin_form(req.path.unwrap_or_default());
-        if Request::new(method, target).is_watch() {
-            return Sniffed::Watch(
-                head_len,
-                WatchRequest {
-                    method,
-                    target: target.to_owned(),
-                },
-            );
-        }
-        let mut body = 0;
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                return Sniffed::Opaque;
-            }
-            if h.name.eq_ignore_ascii_case("content-length") {
-                match std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                {
-                    Some(n) => body = n,
-                    None => return Sniffed::Opaque,
-                }
-            }
-        }
-        Sniffed::Pass(head_len as u64 + body)
-    }
-
     /// Reads more bytes from the socket into the buffer; `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.rpos > 0 {
@@ -163,21 +111,6 @@ impl SniffIo {
     }
 }
 
-enum Sniffed {
-    Partial,
-    Opaque,
-    Pass(u64),
-    Watch(usize, WatchRequest),
-}
-
-/// `http://host/path?q` → `/path?q`; origin-form targets are returned as they are.
-fn origin_form(target: &str) -> &str {
-    match target.split_once("://") {
-        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
-        _ => target,
-    }
-}
-
 impl Read for SniffIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -196,17 +129,24 @@ impl Read for SniffIo {
             }
             let avail = this.rbuf.len() - this.rpos;
             match this.state {
-                ReadState::Boundary if avail > 0 => match this.sniff() {
+                ReadState::Boundary if avail > 0 => match sniff(&this.rbuf[this.rpos..]) {
                     Sniffed::Partial => {}
-                    Sniffed::Opaque => {
+                    Sniffed::Invalid
+                    | Sniffed::Plain {
+                        body: Body::Chunked,
+                        ..
+                    } => {
                         this.state = ReadState::Opaque;
                         continue;
                     }
-                    Sniffed::Pass(n) => {
-                        this.state = ReadState::Passing(n);
+                    Sniffed::Plain {
+                        head,
+                        body: Body::Length(n),
+                    } => {
+                        this.state = ReadState::Passing(head as u64 + n);
                         continue;
                     }
-                    Sniffed::Watch(head, request) => {
+                    Sniffed::Watch { head, request } => {
                         this.rpos += head;
                         this.watch = Some(request);
                         continue;
@@ -272,21 +212,5 @@ impl Write for SniffIo {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin_form;
-
-    #[test]
-    fn absolute_targets_are_reduced_to_origin_form() {
-        assert_eq!(origin_form("/v2/nodes?watch=1"), "/v2/nodes?watch=1");
-        assert_eq!(
-            origin_form("http://lainlet.lain:9001/v2/nodes?watch=1"),
-            "/v2/nodes?watch=1"
-        );
-        assert_eq!(origin_form("http://lainlet.lain:9001"), "/");
-        assert_eq!(origin_form("/a?u=http://x/y"), "/a?u=http://x/y");
     }
 }

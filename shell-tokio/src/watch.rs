@@ -12,13 +12,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use lainlet_core::{Reply, Request, SubscriberId, SSE_HEAD};
+use lainlet_shell_common::sniff::WatchRequest;
+use lainlet_shell_common::sync::Notify;
+use lainlet_shell_common::Shared;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::http::{close, context, discard, raw_response};
-use crate::io::WatchRequest;
-use crate::shared::{Shared, Shutdown};
+use crate::http::{close, discard};
 
 /// Why a stream ended.
 enum End {
@@ -40,13 +40,13 @@ pub async fn serve(
     peer: IpAddr,
 ) {
     let req = Request::new(request.method, &request.target);
-    let opened = shared.request(&req, &context(shared, peer));
+    let opened = shared.request(&req, &shared.context(peer));
     let (id, notify) = match (opened.reply, opened.notify) {
         (Reply::Stream(id), Some(notify)) => (id, notify),
         (Reply::Response(r), _) => {
             // The core's is_watch and handle_request disagree: still answer properly.
             let mut bytes = unwritten;
-            bytes.extend(raw_response(r.status, r.content_type, r.nosniff, &r.body));
+            bytes.extend(r.to_http1(false));
             close(tcp, &bytes).await;
             return;
         }
@@ -58,11 +58,10 @@ pub async fn serve(
     debug!(%peer, target = %request.target, watch = id.0, "watch opened");
     let mut head = unwritten;
     head.extend_from_slice(SSE_HEAD);
-    let mut shutdown = shared.shutdown_signal();
-    let wrote = write(&tcp, &[&head], &mut shutdown).await;
+    let wrote = write(shared, &tcp, &[&head]).await;
     drop(head);
     let end = match wrote {
-        Ok(()) => stream(shared, &tcp, id, &notify, &mut shutdown).await,
+        Ok(()) => stream(shared, &tcp, id, &notify).await,
         Err(end) => end,
     };
     shared.disconnect(id);
@@ -75,22 +74,16 @@ pub async fn serve(
     }
 }
 
-async fn stream(
-    shared: &Shared,
-    tcp: &TcpStream,
-    id: SubscriberId,
-    notify: &Notify,
-    shutdown: &mut Shutdown,
-) -> End {
+async fn stream(shared: &Shared, tcp: &TcpStream, id: SubscriberId, notify: &Notify) -> End {
     loop {
         let Some(frame) = shared.poll_frame(id) else {
-            if let Err(end) = wait(tcp, notify, shutdown).await {
+            if let Err(end) = wait(shared, tcp, notify).await {
                 return end;
             }
             continue;
         };
         let id_line = frame.id_line();
-        if let Err(end) = write(tcp, &[id_line.as_bytes(), &frame.body], shutdown).await {
+        if let Err(end) = write(shared, tcp, &[id_line.as_bytes(), &frame.body]).await {
             return end;
         }
         if frame.close {
@@ -100,7 +93,7 @@ async fn stream(
 }
 
 /// Waits for a wake-up from the engine, dropping client bytes meanwhile.
-async fn wait(tcp: &TcpStream, notify: &Notify, shutdown: &mut Shutdown) -> Result<(), End> {
+async fn wait(shared: &Shared, tcp: &TcpStream, notify: &Notify) -> Result<(), End> {
     loop {
         tokio::select! {
             () = notify.notified() => return Ok(()),
@@ -110,19 +103,19 @@ async fn wait(tcp: &TcpStream, notify: &Notify, shutdown: &mut Shutdown) -> Resu
                     return Err(End::Gone(io::ErrorKind::UnexpectedEof.into()));
                 }
             }
-            () = shutdown.wait() => return Err(End::Shutdown),
+            () = shared.shut_down() => return Err(End::Shutdown),
         }
     }
 }
 
 /// Writes `parts` in order (vectored), giving up on shutdown.
-async fn write(tcp: &TcpStream, parts: &[&[u8]], shutdown: &mut Shutdown) -> Result<(), End> {
+async fn write(shared: &Shared, tcp: &TcpStream, parts: &[&[u8]]) -> Result<(), End> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut done = 0;
     while done < total {
         tokio::select! {
             ready = tcp.writable() => ready.map_err(End::Gone)?,
-            () = shutdown.wait() => return Err(End::Shutdown),
+            () = shared.shut_down() => return Err(End::Shutdown),
         }
         let mut skip = done;
         let slices: Vec<IoSlice<'_>> = parts

@@ -8,14 +8,19 @@ mod common;
 use common::*;
 use lainlet_tests::*;
 
-/// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+/// A number field of `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
+fn status_field(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS")
 }
 
 conformance_test!(#[ignore] fn memory_per_idle_watch_and_etcd_watchers(kind) {
@@ -37,15 +42,15 @@ conformance_test!(#[ignore] fn memory_per_idle_watch_and_etcd_watchers(kind) {
     for w in &mut warm {
         w.next_frame(5 * SEC).expect("init");
     }
-    let before = rss_kib(pid);
+    let (before, threads_before) = (rss_kib(pid), status_field(pid, "Threads"));
     let mut watches: Vec<SseStream> = (0..n).map(|i| svc.watch(paths[i % paths.len()])).collect();
     for w in &mut watches {
         w.next_frame(10 * SEC).expect("init");
     }
-    let after = rss_kib(pid);
+    let (after, threads) = (rss_kib(pid), status_field(pid, "Threads"));
     println!(
         "{}: {n} idle watches: RSS {before} KiB -> {after} KiB = {:.2} KiB per watch; \
-         etcd watchers: {}, watch streams: {}",
+         threads {threads_before} -> {threads}; etcd watchers: {}, watch streams: {}",
         kind.bin_name(),
         (after.saturating_sub(before)) as f64 / n as f64,
         etcd.watcher_count(),

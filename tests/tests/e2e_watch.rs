@@ -1,6 +1,6 @@
 //! End to end, watch streams: the recorded scenario against the original's transcripts, the
 //! last frame equal to a fresh GET, undecodable values, one etcd watch for many clients,
-//! clients that write on their watch, and graceful shutdown.
+//! clients that write on their watch, graceful shutdown, and what idle watches cost.
 
 mod common;
 
@@ -223,4 +223,27 @@ conformance_test!(fn a_client_that_does_not_read_stalls_nobody_and_gets_the_newe
     let last = frames.last().expect("frames");
     assert_eq!(last.json(), want, "the slow client ends at the newest state");
     assert!(frames.len() < 101, "{} frames: states were skipped, not queued", frames.len());
+});
+
+conformance_test!(fn idle_watches_cost_no_thread_and_little_memory(kind) {
+    let svc = Service::command(kind).web_auto().start().unwrap();
+    let pid = svc.pid().unwrap();
+    let status = |field: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let mut warm = svc.watch("/v2/nodes?watch=1");
+    warm.next_frame(5 * SEC).expect("init");
+    let (threads, rss) = (status("Threads"), status("VmRSS"));
+    let mut watches: Vec<SseStream> = (0..300).map(|_| svc.watch("/v2/nodes?watch=1")).collect();
+    for w in &mut watches {
+        assert_eq!(w.next_frame(5 * SEC).expect("init").event, "init");
+    }
+    assert!(status("Threads") <= threads + 1, "{threads} -> {} threads", status("Threads"));
+    let per_watch = status("VmRSS").saturating_sub(rss) / 300;
+    assert!(per_watch < 32, "{per_watch} KiB per idle watch");
+    assert_eq!(svc.get("/version").status, 200, "plain requests still served");
 });

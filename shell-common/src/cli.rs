@@ -3,13 +3,14 @@
 //! Modern flags are GNU style (`--web :9001`); the original's Go-style single-dash flags
 //! (`-web :9001`, `-web=:9001`, `-debug`, `-debug=false`, `-v`, `-grpc.addr X`) are rewritten
 //! to them by [`normalise`] before clap parses, so existing deployment scripts keep working.
-//! Every setting can also come from a `LAINLET_*` environment variable.
+//! Every setting can also come from a `LAINLET_*` environment variable. Both shells take the
+//! same command line; only the tokio shell has the TLS flags (feature `tls`).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 
 use clap::builder::FalseyValueParser;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// The port LAIN clients reach lainlet on; the default of `--web`.
 pub const DEFAULT_WEB: &str = ":9001";
@@ -128,10 +129,13 @@ const VALUE_FLAGS: &[&str] = &[
 const BOOL_FLAGS: &[&str] = &["debug", "noauth", "help", "version"];
 
 impl Cli {
-    /// Parses the process's arguments (after [`normalise`]); exits with clap's usage error
-    /// (status 2) on bad flags.
-    pub fn from_env() -> Cli {
-        Cli::parse_from(normalise(std::env::args_os()))
+    /// Parses the process's arguments (after [`normalise`]) for the binary `name` (shown in
+    /// `--help` and errors); exits with clap's usage error (status 2) on bad flags.
+    pub fn from_env(name: &'static str) -> Cli {
+        let matches = Cli::command()
+            .name(name)
+            .get_matches_from(normalise(std::env::args_os()));
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 
     /// The etcd endpoints as URLs (empty in demo mode).
@@ -186,6 +190,27 @@ impl Cli {
         std::net::ToSocketAddrs::to_socket_addrs(web)
             .map(Iterator::collect)
             .map_err(|e| format!("invalid --web address {web:?}: {e}"))
+    }
+
+    /// Binds the HTTP listener: the first of [`Cli::listen_addrs`] that works. The error says
+    /// what could not be bound and why (`cannot listen on …`).
+    pub fn bind(&self) -> Result<std::net::TcpListener, String> {
+        let mut last = String::from("no address");
+        for addr in self.listen_addrs()? {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = format!("cannot listen on {addr} (--web {}): {e}", self.web),
+            }
+        }
+        Err(last)
+    }
+
+    /// The URL to show for the demo (`:9001` → `http://127.0.0.1:9001`).
+    pub fn demo_url(&self) -> String {
+        match self.web.rsplit_once(':') {
+            Some(("" | "0.0.0.0" | "[::]", port)) => format!("http://127.0.0.1:{port}"),
+            _ => format!("http://{}", self.web),
+        }
     }
 }
 

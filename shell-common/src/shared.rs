@@ -1,26 +1,29 @@
-//! What every task shares: the one [`Engine`] behind a mutex, the wake-up handles of the watch
-//! connections, the connection counter, the heartbeat timer and the shutdown signal.
+//! What every task of a shell shares: the one [`Engine`] behind a mutex, the wake-up handles of
+//! the watch connections, the connection counter, the heartbeat timer and the shutdown latch.
 //!
 //! The mutex is never held across an `.await`: each method locks, calls the engine, drains
 //! [`Engine::poll_wakeup`] and wakes the connections it names, and unlocks. A connection's
 //! [`Notify`] keeps a permit when nobody waits, so a wake-up that arrives while the connection
-//! is busy writing is not lost.
+//! is busy writing is not lost. Nothing here knows an async runtime: the only thing a shell
+//! lends is its sleep function ([`Shared::run_timer`]).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use lainlet_core::{Engine, Frame, Reply, Request, RequestContext, SubscriberId};
-use tokio::sync::{watch, Notify};
+
+use crate::sync::{first, Either, Latch, Notify};
 
 /// The engine and its companions; one per process, behind an `Arc`.
 pub struct Shared {
     inner: Mutex<Inner>,
-    /// Open HTTP connections (`/debug`'s `connections`, and the `--max-connections` limit).
-    pub connections: AtomicUsize,
+    connections: AtomicUsize,
     timer: Notify,
-    shutdown: watch::Sender<bool>,
+    shutdown: Latch,
 }
 
 struct Inner {
@@ -32,7 +35,7 @@ impl Inner {
     fn wake(&mut self) {
         while let Some(id) = self.engine.poll_wakeup() {
             if let Some(notify) = self.wakers.get(&id) {
-                notify.notify_one();
+                notify.notify();
             }
         }
     }
@@ -48,7 +51,7 @@ impl Shared {
             }),
             connections: AtomicUsize::new(0),
             timer: Notify::new(),
-            shutdown: watch::channel(false).0,
+            shutdown: Latch::new(),
         })
     }
 
@@ -73,13 +76,23 @@ impl Shared {
             Reply::Stream(id) => {
                 let notify = Arc::new(Notify::new());
                 inner.wakers.insert(id, notify.clone());
-                self.timer.notify_one();
+                self.timer.notify();
                 Some(notify)
             }
             Reply::Response(_) => None,
         };
         inner.wake();
         Opened { reply, notify }
+    }
+
+    /// The request context for a caller at `peer`, now.
+    pub fn context(&self, peer: IpAddr) -> RequestContext {
+        RequestContext {
+            peer,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            connections: self.connection_count(),
+        }
     }
 
     /// The next frame to write on watch `id`, if any.
@@ -95,37 +108,56 @@ impl Shared {
         inner.wake();
     }
 
-    /// The current open-connection count.
+    /// Counts one more open HTTP connection for as long as the guard lives.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        let count = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        OpenConnection {
+            shared: self.clone(),
+            count,
+        }
+    }
+
+    /// The current open-connection count (`/debug`'s `connections`, the connection limit).
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// A handle that resolves once shutdown has begun.
-    pub fn shutdown_signal(&self) -> Shutdown {
-        Shutdown(self.shutdown.subscribe())
+    /// Resolves once shutdown has begun (at once if it has).
+    pub async fn shut_down(&self) {
+        self.shutdown.wait().await
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_set()
     }
 
     /// Begins shutdown: listeners stop accepting, watch streams end, connections close.
     pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.set();
     }
 
-    /// Drives heartbeats: sleeps until [`Engine::poll_timeout`], calls
-    /// [`Engine::handle_timeout`], and re-arms when a new watch opens. Runs until shutdown.
-    pub async fn run_timer(self: Arc<Self>) {
-        let mut shutdown = self.shutdown_signal();
+    /// Drives heartbeats until shutdown: sleeps (with the shell's `sleep_until`) until
+    /// [`Engine::poll_timeout`], calls [`Engine::handle_timeout`], and re-arms when a new watch
+    /// opens.
+    pub async fn run_timer<F: Future<Output = ()>>(
+        self: Arc<Self>,
+        sleep_until: impl Fn(Instant) -> F,
+    ) {
         loop {
             let next = self.lock().engine.poll_timeout();
             let sleep = async {
                 match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(at) => sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                () = sleep => self.with_engine(|e| e.handle_timeout(Instant::now())),
-                () = self.timer.notified() => {}
-                () = shutdown.wait() => return,
+            match first(first(sleep, self.timer.notified()), self.shut_down()).await {
+                Either::Left(Either::Left(())) => {
+                    self.with_engine(|e| e.handle_timeout(Instant::now()));
+                }
+                Either::Left(Either::Right(())) => {}
+                Either::Right(()) => return,
             }
         }
     }
@@ -139,21 +171,15 @@ pub struct Opened {
     pub notify: Option<Arc<Notify>>,
 }
 
-/// A shutdown signal receiver (cheap to clone).
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+/// One open HTTP connection, counted until dropped.
+pub struct OpenConnection {
+    shared: Arc<Shared>,
+    /// The open-connection count including this one, when it was opened.
+    pub count: usize,
+}
 
-impl Shutdown {
-    /// Resolves once shutdown has begun (immediately if it already has).
-    pub async fn wait(&mut self) {
-        if self.0.wait_for(|down| *down).await.is_err() {
-            // The sender is gone: the process is ending anyway.
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_down(&self) -> bool {
-        *self.0.borrow()
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

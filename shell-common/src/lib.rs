@@ -1,0 +1,87 @@
+//! # lainlet-shell-common
+//!
+//! What both lainlet shells (`lainlet` on tokio, `lainlet-smol` on smol) need and no async
+//! runtime decides, so that each shell is only its IO:
+//!
+//! * [`cli`] — the command line (modern and the original's Go-style flags, `LAINLET_*`
+//!   variables), binding the listener;
+//! * [`sniff`] — reading a request head to tell watches (streamed by the shell) from plain
+//!   requests (given to the shell's HTTP library);
+//! * [`Shared`] — the engine behind a mutex with the watches' wake-ups, the connection count,
+//!   the heartbeat timer loop and the shutdown latch, on the runtime-free primitives of
+//!   [`sync`];
+//! * [`etcd`] — the etcd sync driver over a shell's [`etcd::EtcdClient`], and the demo data;
+//! * logging set-up and the start-up messages both shells print.
+//!
+//! No async runtime, socket or thread here (`cargo tree -p lainlet-shell-common` has no tokio
+//! and no smol).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod etcd;
+pub mod shared;
+pub mod sniff;
+pub mod sync;
+
+use std::io::IsTerminal;
+
+pub use cli::Cli;
+pub use shared::{OpenConnection, Opened, Shared};
+
+use lainlet_core::V2_VERSION;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+/// For `-v`: the v2 API version on stderr (as the original printed it), the build on stdout.
+pub fn print_version(package: &str, version: &str) {
+    eprintln!("Lainlet Version: {V2_VERSION}");
+    println!("lainlet {version} ({package})");
+}
+
+/// Logs to stderr: the shell's own crate (`shell_target`, its `CARGO_CRATE_NAME`) and this
+/// crate at info level (debug with `--debug`), everything else at warn.
+pub fn init_logging(debug: bool, shell_target: &'static str) {
+    let level = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let filter = Targets::new()
+        .with_target(shell_target, level)
+        .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_default(LevelFilter::WARN);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(fmt).with(filter).init();
+}
+
+/// Loads the demo data set into `shared` and says so (log and stdout), with a command to try.
+pub fn start_demo(shared: &Shared, cli: &Cli) {
+    let keys = etcd::load_demo(shared);
+    let url = cli.demo_url();
+    tracing::info!("demo mode: no --etcd given, serving {keys} built-in keys");
+    println!(
+        "lainlet is serving built-in demo data on {url} — try: \
+         curl '{url}/v2/coreinfowatcher?appname=hello'"
+    );
+}
+
+/// The start-up line: version, shell, listen address, host name, node IP, authorisation.
+pub fn log_listening(package: &str, version: &str, local: &str, cli: &Cli, hostname: &str) {
+    tracing::info!(
+        "lainlet {version} ({package}) listening on {local} (host name {hostname:?}, node ip {:?}{})",
+        cli.ip,
+        if cli.noauth {
+            ", authorisation off"
+        } else {
+            ""
+        }
+    );
+    if cli.grpc_addr.is_some() {
+        tracing::warn!("-grpc.addr is accepted for compatibility, but gRPC is not implemented");
+    }
+}

@@ -1,0 +1,254 @@
+//! tiny_http, answering the plain requests (GET, HEAD, anything but a watch).
+//!
+//! tiny_http gives every open connection a thread of its pool, blocked reading the next
+//! request, and can only take connections from its own listener. So it does not own the
+//! public socket: the front (`front.rs`) does, and hands each plain request to tiny_http over
+//! a private Unix socket (abstract name, Linux), one short connection per request:
+//!
+//! ```text
+//! client ──TCP──▶ front: sniff head ──watch──▶ watch.rs (async, no thread)
+//!                                  └─plain──▶ forward_head ──unix──▶ tiny_http ──▶ handler
+//!                                             ◀── response bytes, to end of stream ──┘
+//! ```
+//!
+//! The forwarded head carries the caller's address ([`PEER_HEADER`]; any such header from the
+//! client is dropped) and `Connection: close`, so tiny_http's pool thread is done as soon as
+//! it has parsed the request and the response ends when tiny_http closes. Its threads work
+//! only while a request is parsed or answered; an idle keep-alive client costs none.
+
+use std::io;
+use std::io::Cursor;
+use std::net::IpAddr;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::Arc;
+
+use async_io::Async;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use lainlet_core::{Method, Reply, Request, Response};
+use lainlet_shell_common::sniff::{origin_form, MAX_HEADERS};
+use lainlet_shell_common::Shared;
+use tiny_http::{Header, StatusCode};
+use tracing::{debug, error};
+
+/// The header that carries the TCP peer's address from the front to tiny_http.
+pub const PEER_HEADER: &str = "X-Lainlet-Peer";
+/// Threads taking requests from tiny_http and answering them through the engine.
+const HANDLERS: usize = 2;
+
+/// The tiny_http server behind the front, and how to reach it.
+pub struct Backend {
+    addr: SocketAddr,
+    _server: Arc<tiny_http::Server>,
+}
+
+impl Backend {
+    /// Starts tiny_http on a fresh private socket, with its handler threads.
+    pub fn start(shared: Arc<Shared>, nonce: u64) -> io::Result<Backend> {
+        let name = format!("lainlet-smol/{}/{nonce:016x}", std::process::id());
+        let addr = abstract_addr(&name)?;
+        let listener = UnixListener::bind_addr(&addr)?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map(Arc::new)
+            .map_err(io::Error::other)?;
+        for i in 0..HANDLERS {
+            let (server, shared) = (server.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name(format!("lainlet-http-{i}"))
+                .spawn(move || handle_requests(&server, &shared))?;
+        }
+        Ok(Backend {
+            addr,
+            _server: server,
+        })
+    }
+
+    /// Sends one forwarded request head to tiny_http and returns its whole response.
+    pub async fn exchange(&self, head: &[u8]) -> io::Result<Vec<u8>> {
+        // A local connect does not wait for the accept, only for room in the backlog.
+        let stream = Async::new(UnixStream::connect_addr(&self.addr)?)?;
+        (&stream).write_all(head).await?;
+        let mut response = Vec::new();
+        (&stream).read_to_end(&mut response).await?;
+        strip_server_header(&mut response);
+        Ok(response)
+    }
+}
+
+/// tiny_http adds `Server: tiny-http (Rust)` to every response; the tokio shell (and the
+/// original) send no `Server` header, so it is taken out of the head again.
+fn strip_server_header(response: &mut Vec<u8>) {
+    const SERVER: &[u8] = b"\r\nServer: tiny-http (Rust)\r\n";
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(0);
+    let found = response[..head_end + 2]
+        .windows(SERVER.len())
+        .position(|w| w == SERVER);
+    if let Some(at) = found {
+        response.drain(at..at + SERVER.len() - 2);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn abstract_addr(name: &str) -> io::Result<SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    SocketAddr::from_abstract_name(name)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn abstract_addr(name: &str) -> io::Result<SocketAddr> {
+    let path = std::env::temp_dir().join(name.replace('/', "-"));
+    let _ = std::fs::remove_file(&path);
+    SocketAddr::from_pathname(path)
+}
+
+/// The head tiny_http gets for a plain request, and whether the client's connection stays
+/// open afterwards.
+pub struct Forward {
+    /// The rewritten head.
+    pub head: Vec<u8>,
+    /// HTTP/1.1 without `Connection: close` (and without `Expect`, whose body may never come).
+    pub keep_alive: bool,
+}
+
+/// Rewrites a complete request head for tiny_http: origin-form target, the client's headers
+/// minus the hop-by-hop and framing ones (the body is not forwarded: no endpoint reads one) and
+/// those with non-ASCII values, plus [`PEER_HEADER`] and `Connection: close`. `None` if it does
+/// not parse.
+pub fn forward_head(head: &[u8], peer: IpAddr) -> Option<Forward> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?.is_complete().then_some(())?;
+    let version = req.version?;
+    let mut out = format!(
+        "{} {} HTTP/1.{version}\r\n",
+        req.method?,
+        origin_form(req.path?)
+    )
+    .into_bytes();
+    let mut keep_alive = version == 1;
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            "connection" => {
+                let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+                keep_alive &= !value.contains("close");
+            }
+            "expect" => keep_alive = false,
+            "content-length" | "transfer-encoding" | "keep-alive" | "te" | "upgrade" => {}
+            _ if name.eq_ignore_ascii_case(PEER_HEADER) => {}
+            // tiny_http refuses a request with such a value, and no endpoint reads one.
+            _ if !h.value.is_ascii() => {}
+            _ => {
+                out.extend_from_slice(h.name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(format!("{PEER_HEADER}: {peer}\r\nConnection: close\r\n\r\n").as_bytes());
+    Some(Forward {
+        head: out,
+        keep_alive,
+    })
+}
+
+/// A handler thread: every request tiny_http parses, through the engine, answered.
+fn handle_requests(server: &tiny_http::Server, shared: &Shared) {
+    for rq in server.incoming_requests() {
+        let peer = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(PEER_HEADER))
+            .and_then(|h| h.value.as_str().parse::<IpAddr>().ok());
+        let Some(peer) = peer else {
+            // Not from the front: refuse.
+            let _ = rq.respond(tiny_http::Response::empty(StatusCode(400)));
+            continue;
+        };
+        let method = Method::parse(rq.method().as_str());
+        let request = Request::new(method, origin_form(rq.url()));
+        let opened = shared.request(&request, &shared.context(peer));
+        let response = match opened.reply {
+            Reply::Response(r) => r,
+            Reply::Stream(id) => {
+                // Unreachable: the front streams every watch itself.
+                error!(%peer, url = rq.url(), "a watch request reached tiny_http; refusing it");
+                shared.disconnect(id);
+                Response {
+                    status: 500,
+                    content_type: "text/plain; charset=utf-8",
+                    nosniff: false,
+                    body: bytes::Bytes::from_static(
+                        b"lainlet: this watch request could not be served",
+                    ),
+                }
+            }
+        };
+        debug!(%peer, method = %rq.method(), uri = rq.url(), status = response.status, "request");
+        let mut headers = vec![header("Content-Type", response.content_type)];
+        if response.nosniff {
+            headers.push(header("X-Content-Type-Options", "nosniff"));
+        }
+        let length = response.body.len();
+        let out = tiny_http::Response::new(
+            StatusCode(response.status),
+            headers,
+            Cursor::new(response.body),
+            Some(length),
+            None,
+        );
+        if let Err(e) = rq.respond(out) {
+            debug!(%peer, "response not delivered to the front: {e}");
+        }
+    }
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_head_names_the_peer_and_closes() {
+        let head = b"GET http://x/version HTTP/1.1\r\nHost: x\r\nX-Lainlet-Peer: 10.0.0.1\r\n\
+                     Content-Length: 3\r\nAccept: */*\r\n\r\n";
+        let f = forward_head(head, "127.0.0.5".parse().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(f.head).unwrap(),
+            "GET /version HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\
+             X-Lainlet-Peer: 127.0.0.5\r\nConnection: close\r\n\r\n"
+        );
+        assert!(f.keep_alive);
+        let close = b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n";
+        assert!(
+            !forward_head(close, "::1".parse().unwrap())
+                .unwrap()
+                .keep_alive
+        );
+        let old = b"GET / HTTP/1.0\r\n\r\n";
+        assert!(
+            !forward_head(old, "::1".parse().unwrap())
+                .unwrap()
+                .keep_alive
+        );
+        assert!(forward_head(b"GET / HTTP/1.1\r\n", "::1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn tiny_https_server_header_is_removed_from_the_head_only() {
+        let mut r = b"HTTP/1.1 200 OK\r\nServer: tiny-http (Rust)\r\nDate: x\r\n\r\n\
+                      Server: tiny-http (Rust)\r\n"
+            .to_vec();
+        strip_server_header(&mut r);
+        assert_eq!(
+            r,
+            b"HTTP/1.1 200 OK\r\nDate: x\r\n\r\nServer: tiny-http (Rust)\r\n"
+        );
+    }
+}
