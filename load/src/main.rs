@@ -1,0 +1,955 @@
+//! `lainlet-load`: how fast a change in etcd reaches N watchers through lainlet, and what it
+//! costs — next to the same N watchers watching etcd directly. See BENCHMARKS.md.
+//!
+//! One run: start (or attach to) etcd and lainlet on loopback, write a key whose value carries
+//! a sequence number, open N watchers, measure the server's memory before and after, write a
+//! series of changes at a fixed rate, and for every change and watcher record when the frame
+//! arrived. Then report delivery latency (p50/p99/max), how long until all N had each change,
+//! watchers that failed or ended stale, server RSS per idle watcher, server CPU time, and
+//! etcd's own watcher count and memory (from its `/metrics`).
+//!
+//! Times: a change is "sent" just before its put is handed to etcd-client (so latencies
+//! include etcd's commit); "receipt" is when the client task had the frame; "arrival" (SSE
+//! only) is the kernel's receive timestamp of the bytes (`SO_TIMESTAMPNS`), which leaves out
+//! this tool's own scheduling. Every loop is bounded by a count and a time limit.
+
+mod clients;
+mod procs;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Parser, ValueEnum};
+use etcd_client::{Client, KvClient, Txn, TxnOp, WatchClient};
+use lainlet_fixtures::{
+    generated, pod_group_value, web_annotation, ClusterShape, ContainerParams, ContainerSpecParams,
+    PodGroupParams, PodParams,
+};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::clients::{ClientLog, Clock, Progress, MARKER};
+use crate::procs::{http_get, loopback, metric, Server, TempDir};
+use crate::stats::{ms, show, Delivery, Sent};
+
+/// Open files needed besides the watchers (etcd and lainlet connections, logs, slack).
+const FD_SLACK: u64 = 512;
+/// Most puts per preload transaction, and their most bytes (etcd: 128 ops, 1.5 MiB).
+const TXN_OPS: usize = 128;
+const TXN_BYTES: usize = 1 << 20;
+
+/// Opens N watch connections on lainlet (SSE) and/or N watches directly on etcd, applies a
+/// series of changes to etcd, and reports delivery latency, lost/stale frames, server memory
+/// per watcher and CPU time, and etcd's watcher count and memory. Only loopback addresses.
+#[derive(Parser, Debug)]
+#[command(name = "lainlet-load")]
+struct Cli {
+    /// What to measure: `lainlet` (N SSE watchers on lainlet), `etcd` (N direct etcd
+    /// watches), or `both`, one after the other against the same etcd.
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
+
+    /// Number of watchers (N).
+    #[arg(short = 'n', long, default_value_t = 1000, value_name = "N")]
+    watchers: usize,
+
+    /// Number of changes written in the series.
+    #[arg(long, default_value_t = 100, value_name = "C")]
+    changes: u32,
+
+    /// Changes per second.
+    #[arg(long, default_value_t = 10.0, value_name = "PER_SEC")]
+    rate: f64,
+
+    /// What changes: `config` (the key /lain/config/load/stamp, watched through
+    /// /v2/configwatcher?target=load/stamp) or `podgroup` (a deployd pod group of the app
+    /// `loadapp`, one instance, ~5 KB, watched through /v2/coreinfowatcher?appname=loadapp).
+    #[arg(long, value_enum, default_value_t = Scenario::Config)]
+    scenario: Scenario,
+
+    /// lainlet watch endpoint(s), repeatable; watchers are spread over them round-robin.
+    /// Each must show the changed key. Default: the scenario's endpoint.
+    #[arg(long = "endpoint", value_name = "PATH")]
+    endpoints: Vec<String>,
+
+    /// Size of the config scenario's value in bytes.
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    value_bytes: usize,
+
+    /// Before starting, load a generated cluster of this many apps (3 pod groups each,
+    /// deployd-size values) into etcd, so lainlet holds a realistic state. Only with the
+    /// etcd this tool starts.
+    #[arg(long, default_value_t = 0, value_name = "APPS")]
+    preload_apps: usize,
+
+    /// Worker threads of this tool's runtime (the clients).
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    threads: usize,
+
+    /// Watchers being opened at the same time.
+    #[arg(long, default_value_t = 64, value_name = "K")]
+    connect_concurrency: usize,
+
+    /// gRPC connections the direct etcd watchers are spread over (one watch stream each).
+    #[arg(long, default_value_t = 8, value_name = "G")]
+    etcd_connections: usize,
+
+    /// Pause after opening the watchers, before reading memory and starting the series.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    settle_secs: f64,
+
+    /// After the last change, how long to wait for every watcher to have it.
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    drain_secs: f64,
+
+    /// Hard limit on the whole run.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    max_secs: u64,
+
+    /// Use this running etcd (127.0.0.1:PORT) instead of starting one.
+    #[arg(long, value_name = "ADDR")]
+    etcd: Option<String>,
+
+    /// The etcd binary to start.
+    #[arg(long, default_value = "etcd", value_name = "PATH")]
+    etcd_bin: PathBuf,
+
+    /// Use this running lainlet (127.0.0.1:PORT) instead of starting one; it must follow the
+    /// same etcd.
+    #[arg(long, value_name = "ADDR", requires = "etcd")]
+    lainlet: Option<String>,
+
+    /// The pid of the running lainlet given with --lainlet (for its RSS and CPU time).
+    #[arg(long, value_name = "PID", requires = "lainlet")]
+    server_pid: Option<u32>,
+
+    /// The lainlet binary to start.
+    #[arg(long, default_value = "target/release/lainlet", value_name = "PATH")]
+    lainlet_bin: PathBuf,
+
+    /// Where the scratch directory (etcd data, logs) is made [default: the system's temp dir].
+    #[arg(long, value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
+
+    /// Keep the scratch directory (logs) at the end.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Lainlet,
+    Etcd,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Config,
+    Podgroup,
+}
+
+impl Scenario {
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::Config => "/lain/config/load/stamp",
+            Scenario::Podgroup => "/lain/deployd/pod_groups/loadapp/loadapp.web.web",
+        }
+    }
+
+    fn endpoint(self) -> &'static str {
+        match self {
+            Scenario::Config => "/v2/configwatcher?target=load/stamp&watch=1",
+            Scenario::Podgroup => "/v2/coreinfowatcher?appname=loadapp&watch=1",
+        }
+    }
+
+    /// The value carrying sequence number `seq`.
+    fn value(self, seq: u32, bytes: usize) -> Vec<u8> {
+        let stamp = format!("{MARKER}{seq:010}");
+        match self {
+            Scenario::Config => {
+                let mut v = stamp.into_bytes();
+                v.resize(bytes.max(v.len()), b'.');
+                v
+            }
+            Scenario::Podgroup => {
+                let health = format!("/healthz?{stamp}");
+                let spec = ContainerSpecParams::lain(
+                    "loadapp",
+                    "release-1700000000-0123456789abcdef0123456789abcdef01234567",
+                    "web",
+                    &["/lain/app/run.sh"],
+                    8080,
+                );
+                let pods = (1..=1)
+                    .map(|i| PodParams {
+                        instance_no: i,
+                        containers: vec![ContainerParams {
+                            id: format!("{:064x}", 0x10ad_0000 + i),
+                            node_name: format!("node{i}"),
+                            node_ip: format!("192.168.77.{}", 20 + i),
+                            container_ip: format!("172.20.{}.{}", 100 + i, seq % 250 + 2),
+                        }],
+                    })
+                    .collect();
+                pod_group_value(&PodGroupParams {
+                    name: "loadapp.web.web".into(),
+                    namespace: "loadapp".into(),
+                    version: 1,
+                    annotation: web_annotation(&["loadapp.lain.local"], None, Some(&health)),
+                    dependencies: Vec::new(),
+                    containers: vec![spec],
+                    pods,
+                })
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = validate(&cli) {
+        eprintln!("lainlet-load: {e:#}");
+        return ExitCode::from(2);
+    }
+    let needed = cli.watchers as u64 + FD_SLACK;
+    match procs::raise_nofile(needed) {
+        Ok(limit) => eprintln!("open-files limit: {limit}"),
+        Err(e) => {
+            eprintln!("lainlet-load: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let runtime = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        t => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(t)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lainlet-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = Duration::from_secs(cli.max_secs);
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(limit, run(&cli))
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("the run exceeded --max-secs {}", cli.max_secs)))
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("lainlet-load: some watchers failed or ended stale (see above)");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("lainlet-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(cli: &Cli) -> anyhow::Result<()> {
+    if !(1..=20_000).contains(&cli.watchers) {
+        bail!("--watchers must be 1..=20000");
+    }
+    if !(1..=100_000).contains(&cli.changes) {
+        bail!("--changes must be 1..=100000");
+    }
+    if !(cli.rate > 0.0 && cli.rate <= 10_000.0) {
+        bail!("--rate must be in (0, 10000]");
+    }
+    if cli.threads == 0 || cli.connect_concurrency == 0 || cli.etcd_connections == 0 {
+        bail!("--threads, --connect-concurrency and --etcd-connections must be at least 1");
+    }
+    if cli.value_bytes > 1 << 20 {
+        bail!("--value-bytes must be at most 1 MiB");
+    }
+    if cli.preload_apps > 0 && cli.etcd.is_some() {
+        bail!("--preload-apps only loads into the etcd this tool starts (not --etcd)");
+    }
+    for addr in cli.etcd.iter().chain(&cli.lainlet) {
+        loopback(addr)?;
+    }
+    for e in &cli.endpoints {
+        if !e.starts_with('/') {
+            bail!("--endpoint {e:?} must be a path starting with /");
+        }
+    }
+    Ok(())
+}
+
+/// What every phase shares.
+struct Ctx {
+    clock: Clock,
+    etcd: SocketAddr,
+    kv: KvClient,
+    /// The last sequence number written.
+    seq: u32,
+}
+
+/// One reading of the servers.
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    /// RSS (KiB) and CPU seconds of the server under test (lainlet, or etcd in direct mode).
+    rss_kib: Option<u64>,
+    cpu: Option<f64>,
+    /// From etcd's /metrics.
+    etcd_watchers: Option<f64>,
+    etcd_streams: Option<f64>,
+    etcd_rss: Option<f64>,
+    etcd_cpu: Option<f64>,
+    /// From lainlet's /metrics.
+    conflated: Option<f64>,
+    frames_out: Option<f64>,
+    /// This tool's CPU seconds.
+    tool_cpu: f64,
+}
+
+async fn sample(ctx: &Ctx, server_pid: Option<u32>, lainlet: Option<SocketAddr>) -> Sample {
+    let mut s = Sample {
+        rss_kib: server_pid.and_then(procs::rss_kib),
+        cpu: server_pid.and_then(procs::cpu_secs),
+        tool_cpu: procs::own_cpu_secs(),
+        ..Sample::default()
+    };
+    if let Ok((200, body)) = http_get(ctx.etcd, "/metrics", Duration::from_secs(5)).await {
+        let page = String::from_utf8_lossy(&body);
+        s.etcd_watchers = metric(&page, "etcd_debugging_mvcc_watcher_total");
+        s.etcd_streams = metric(&page, "etcd_debugging_mvcc_watch_stream_total");
+        s.etcd_rss = metric(&page, "process_resident_memory_bytes");
+        s.etcd_cpu = metric(&page, "process_cpu_seconds_total");
+    }
+    if let Some(addr) = lainlet {
+        if let Ok((200, body)) = http_get(addr, "/metrics", Duration::from_secs(5)).await {
+            let page = String::from_utf8_lossy(&body);
+            s.conflated = metric(&page, "lainlet_conflated_frames_total");
+            s.frames_out = metric(&page, "lainlet_frames_out_total");
+        }
+    }
+    s
+}
+
+/// How the watchers of a phase are made.
+enum Kind {
+    Lainlet {
+        addr: SocketAddr,
+        paths: Vec<String>,
+        pid: Option<u32>,
+    },
+    Direct {
+        clients: Vec<WatchClient>,
+        key: String,
+        pid: Option<u32>,
+    },
+}
+
+/// The outcome of one phase.
+struct Report {
+    mode: &'static str,
+    n: usize,
+    changes: u32,
+    rate: f64,
+    open_secs: f64,
+    series_secs: f64,
+    delivery: Delivery,
+    before: Sample,
+    idle: Sample,
+    after: Sample,
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<bool> {
+    let parent = cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = TempDir::new(&parent, cli.keep)?;
+    let mut etcd = match &cli.etcd {
+        Some(a) => Server::attached(loopback(a)?, None),
+        None => procs::start_etcd(&cli.etcd_bin, tmp.path()).await?,
+    };
+    let (etcd_addr, etcd_pid) = (etcd.addr, etcd.pid);
+    println!(
+        "etcd: {etcd_addr}{}",
+        if etcd.is_own() { " (started here)" } else { "" }
+    );
+    let url = format!("http://{etcd_addr}");
+    let writer = Client::connect([url.as_str()], None)
+        .await
+        .context("connecting to etcd")?;
+    let mut ctx = Ctx {
+        clock: Clock::new(),
+        etcd: etcd_addr,
+        kv: writer.kv_client(),
+        seq: 0,
+    };
+    if cli.preload_apps > 0 {
+        let started = Instant::now();
+        let (keys, bytes) = preload(&mut ctx.kv, cli.preload_apps).await?;
+        println!(
+            "preloaded {} apps: {keys} keys, {:.1} MB in {:.1?}",
+            cli.preload_apps,
+            bytes as f64 / 1e6,
+            started.elapsed()
+        );
+    }
+    ctx.seq = 1;
+    put(
+        &mut ctx.kv,
+        cli.scenario.key(),
+        cli.scenario.value(1, cli.value_bytes),
+    )
+    .await?;
+    println!(
+        "key {} ({} bytes per value)",
+        cli.scenario.key(),
+        cli.scenario.value(1, cli.value_bytes).len()
+    );
+    let mut reports = Vec::new();
+    if matches!(cli.mode, Mode::Lainlet | Mode::Both) {
+        let mut lainlet = match &cli.lainlet {
+            Some(a) => Server::attached(loopback(a)?, cli.server_pid),
+            None => procs::start_lainlet(&cli.lainlet_bin, etcd_addr, tmp.path()).await?,
+        };
+        println!(
+            "lainlet: {}{}",
+            lainlet.addr,
+            if lainlet.is_own() {
+                " (started here)"
+            } else {
+                ""
+            }
+        );
+        let paths: Vec<String> = match cli.endpoints.is_empty() {
+            true => vec![cli.scenario.endpoint().to_owned()],
+            false => cli.endpoints.iter().map(|p| with_watch(p)).collect(),
+        };
+        for p in &paths {
+            wait_applied(lainlet.addr, &without_watch(p), ctx.seq).await?;
+        }
+        let kind = Kind::Lainlet {
+            addr: lainlet.addr,
+            paths,
+            pid: lainlet.pid,
+        };
+        let report = phase(cli, &mut ctx, kind).await;
+        if report.is_err() {
+            eprintln!("lainlet log tail:\n{}", lainlet.log_tail(4096));
+        }
+        reports.push(report?);
+        if lainlet.is_own() {
+            lainlet.stop();
+            wait_etcd_watchers(&ctx, 0).await;
+        }
+    }
+    if matches!(cli.mode, Mode::Etcd | Mode::Both) {
+        let mut clients = Vec::with_capacity(cli.etcd_connections);
+        for _ in 0..cli.etcd_connections {
+            let c = Client::connect([url.as_str()], None)
+                .await
+                .context("connecting to etcd")?;
+            clients.push(c.watch_client());
+        }
+        let kind = Kind::Direct {
+            clients,
+            key: cli.scenario.key().to_owned(),
+            pid: etcd_pid,
+        };
+        reports.push(phase(cli, &mut ctx, kind).await?);
+    }
+    println!("\n## Results\n");
+    println!("{}", Report::header());
+    let mut ok = true;
+    for r in &reports {
+        println!("{}", r.row());
+        ok &= r.delivery.failed == 0 && r.delivery.stale == 0 && r.delivery.incomplete == 0;
+    }
+    etcd.stop();
+    Ok(ok)
+}
+
+/// One measured phase: open N watchers, settle, series of changes, drain, close.
+async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
+    let n = cli.watchers;
+    let (mode, lainlet, server_pid) = match &kind {
+        Kind::Lainlet { addr, pid, .. } => ("lainlet", Some(*addr), *pid),
+        Kind::Direct { pid, .. } => ("etcd", None, *pid),
+    };
+    println!(
+        "\n== {mode}: {n} watchers, {} changes at {}/s",
+        cli.changes, cli.rate
+    );
+    let expected = cli.changes as usize + 2;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Warm-up (lainlet): one watcher per endpoint, so the views exist before measuring.
+    let warm_progress = Arc::new(Progress::default());
+    let mut warm = Vec::new();
+    if let Kind::Lainlet { addr, paths, .. } = &kind {
+        let sem = Arc::new(Semaphore::new(paths.len()));
+        for p in paths {
+            let permit = sem.clone().acquire_owned().await?;
+            warm.push(tokio::spawn(clients::sse_client(
+                *addr,
+                p.clone(),
+                ctx.clock,
+                warm_progress.clone(),
+                permit,
+                expected,
+                stop_rx.clone(),
+            )));
+        }
+        wait_until("warm-up watchers", Duration::from_secs(30), || {
+            let p = &warm_progress;
+            p.opened.load(Ordering::Relaxed) + p.failed.load(Ordering::Relaxed) >= warm.len()
+        })
+        .await?;
+        if warm_progress.failed.load(Ordering::Relaxed) > 0 {
+            stop_tx.send_replace(true);
+            let log = warm.pop().expect("one warm-up watcher").await?;
+            bail!("the warm-up watch failed: {:?}", log.error);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = sample(ctx, server_pid, lainlet).await;
+
+    // Open N watchers, at most K at a time.
+    let progress = Arc::new(Progress::default());
+    let first = ctx.seq + 1;
+    let last = ctx.seq + cli.changes;
+    progress.target.store(last, Ordering::Relaxed);
+    let sem = Arc::new(Semaphore::new(cli.connect_concurrency));
+    let opening = Instant::now();
+    let mut handles: Vec<JoinHandle<ClientLog>> = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = tokio::time::timeout(Duration::from_secs(120), sem.clone().acquire_owned())
+            .await
+            .map_err(|_| anyhow!("opening watchers stalled at {i} of {n}"))??;
+        let task = match &kind {
+            Kind::Lainlet { addr, paths, .. } => tokio::spawn(clients::sse_client(
+                *addr,
+                paths[i % paths.len()].clone(),
+                ctx.clock,
+                progress.clone(),
+                permit,
+                expected,
+                stop_rx.clone(),
+            )),
+            Kind::Direct { clients, key, .. } => tokio::spawn(clients::etcd_client(
+                clients[i % clients.len()].clone(),
+                key.clone(),
+                ctx.clock,
+                progress.clone(),
+                permit,
+                expected,
+                stop_rx.clone(),
+            )),
+        };
+        handles.push(task);
+    }
+    let all_opened =
+        || progress.opened.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) >= n;
+    wait_until("watchers to open", Duration::from_secs(120), all_opened).await?;
+    let open_secs = opening.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(cli.settle_secs)).await;
+    let idle = sample(ctx, server_pid, lainlet).await;
+
+    // The series.
+    let values: Vec<(u32, Vec<u8>)> = (first..=last)
+        .map(|s| (s, cli.scenario.value(s, cli.value_bytes)))
+        .collect();
+    let series_start = Instant::now();
+    let sent = series(ctx, cli.scenario.key(), values, cli.rate).await?;
+    let all_done =
+        || progress.done.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) >= n;
+    let drained = wait_until(
+        "watchers to get the last change",
+        secs(cli.drain_secs),
+        all_done,
+    )
+    .await
+    .is_ok();
+    let series_secs = series_start.elapsed().as_secs_f64();
+    if !drained {
+        println!(
+            "drain timed out: {} of {n} watchers have the last change",
+            progress.done.load(Ordering::Relaxed)
+        );
+    }
+    let after = sample(ctx, server_pid, lainlet).await;
+
+    // Close and collect.
+    stop_tx.send_replace(true);
+    let mut logs = Vec::with_capacity(n);
+    let collecting = async {
+        for h in handles {
+            logs.push(h.await.unwrap_or_else(|e| ClientLog {
+                error: Some(format!("client task: {e}")),
+                ..ClientLog::default()
+            }));
+        }
+        for h in warm {
+            let _ = h.await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), collecting)
+        .await
+        .map_err(|_| anyhow!("watchers did not stop within 60 s"))?;
+    let delivery = stats::analyse(&sent, &logs);
+    let report = Report {
+        mode,
+        n,
+        changes: cli.changes,
+        rate: cli.rate,
+        open_secs,
+        series_secs,
+        delivery,
+        before,
+        idle,
+        after,
+    };
+    report.print();
+    // Let the server release the closed connections before the next phase.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(report)
+}
+
+/// Writes the values at `rate` per second from a thread and runtime of its own, so that the
+/// clients' work never delays a put or its timing; each put is timed.
+async fn series(
+    ctx: &mut Ctx,
+    key: &str,
+    values: Vec<(u32, Vec<u8>)>,
+    rate: f64,
+) -> anyhow::Result<Vec<Sent>> {
+    let (clock, url, key) = (ctx.clock, format!("http://{}", ctx.etcd), key.to_owned());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(write_series(clock, &url, &key, values, rate)));
+            let _ = tx.send(result);
+        })
+        .context("starting the writer thread")?;
+    let sent = rx.await.map_err(|_| anyhow!("the writer thread died"))??;
+    if let Some(last) = sent.last() {
+        ctx.seq = last.seq;
+    }
+    Ok(sent)
+}
+
+async fn write_series(
+    clock: Clock,
+    url: &str,
+    key: &str,
+    values: Vec<(u32, Vec<u8>)>,
+    rate: f64,
+) -> anyhow::Result<Vec<Sent>> {
+    let client = tokio::time::timeout(Duration::from_secs(10), Client::connect([url], None))
+        .await
+        .map_err(|_| anyhow!("connecting the writer to etcd timed out"))?
+        .context("connecting the writer to etcd")?;
+    let mut kv = client.kv_client();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = Vec::with_capacity(values.len());
+    for (seq, value) in values {
+        ticker.tick().await;
+        let t0 = clock.now();
+        put(&mut kv, key, value).await?;
+        let t1 = clock.now();
+        sent.push(Sent {
+            seq,
+            sent: t0,
+            acked: t1,
+        });
+    }
+    Ok(sent)
+}
+
+async fn put(kv: &mut KvClient, key: &str, value: Vec<u8>) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), kv.put(key, value, None))
+        .await
+        .map_err(|_| anyhow!("put {key}: timed out"))?
+        .with_context(|| format!("put {key}"))?;
+    Ok(())
+}
+
+/// Loads a generated cluster of `apps` apps; returns (keys, value bytes).
+async fn preload(kv: &mut KvClient, apps: usize) -> anyhow::Result<(usize, usize)> {
+    let dump = generated(&ClusterShape::large(apps));
+    let (keys, bytes) = (dump.kvs.len(), dump.value_bytes());
+    let mut ops = Vec::new();
+    let mut size = 0;
+    for item in dump.kvs {
+        if ops.len() == TXN_OPS || size + item.key.len() + item.value.len() > TXN_BYTES {
+            txn(kv, std::mem::take(&mut ops)).await?;
+            size = 0;
+        }
+        size += item.key.len() + item.value.len();
+        ops.push(TxnOp::put(item.key, item.value, None));
+    }
+    if !ops.is_empty() {
+        txn(kv, ops).await?;
+    }
+    Ok((keys, bytes))
+}
+
+async fn txn(kv: &mut KvClient, ops: Vec<TxnOp>) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(30), kv.txn(Txn::new().and_then(ops)))
+        .await
+        .map_err(|_| anyhow!("preload transaction timed out"))?
+        .context("preload transaction")?;
+    Ok(())
+}
+
+/// Polls `done` every 5 ms until it holds, or fails after `limit`.
+async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Waits (≤ 10 s) until a GET of `path` on lainlet shows sequence number ≥ `seq`.
+async fn wait_applied(addr: SocketAddr, path: &str, seq: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = match http_get(addr, path, Duration::from_secs(5)).await {
+            Ok((200, body)) => clients::find_seq(&body),
+            _ => None,
+        };
+        if got.is_some_and(|s| s >= seq) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("GET {path} on lainlet does not show {MARKER}{seq} (got {got:?}); does the endpoint show the key?");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (≤ 10 s) until etcd reports `n` watchers.
+async fn wait_etcd_watchers(ctx: &Ctx, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if sample(ctx, None, None).await.etcd_watchers == Some(n as f64) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `path` with `watch=1` (added if it has no `watch` parameter).
+fn with_watch(path: &str) -> String {
+    if path.split(['?', '&']).any(|p| p.starts_with("watch=")) {
+        path.to_owned()
+    } else if path.contains('?') {
+        format!("{path}&watch=1")
+    } else {
+        format!("{path}?watch=1")
+    }
+}
+
+/// `path` without its `watch` parameter (the plain GET of the same view).
+fn without_watch(path: &str) -> String {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("watch="))
+        .collect();
+    match rest.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", rest.join("&")),
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(b? - a?)
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| v.to_string())
+}
+
+impl Report {
+    /// The server's RSS growth per idle watcher, in KiB (lainlet: /proc; etcd: /proc or
+    /// its /metrics).
+    fn rss_per_watcher_kib(&self) -> Option<f64> {
+        let kib = match (self.before.rss_kib, self.idle.rss_kib) {
+            (Some(a), Some(b)) => Some(b as f64 - a as f64),
+            _ if self.mode == "etcd" => {
+                diff(self.before.etcd_rss, self.idle.etcd_rss).map(|b| b / 1024.0)
+            }
+            _ => None,
+        };
+        kib.map(|k| k / self.n as f64)
+    }
+
+    fn server_cpu_series(&self) -> Option<f64> {
+        match self.mode {
+            "lainlet" => diff(self.idle.cpu, self.after.cpu),
+            _ => diff(self.idle.cpu, self.after.cpu)
+                .or_else(|| diff(self.idle.etcd_cpu, self.after.etcd_cpu)),
+        }
+    }
+
+    fn print(&self) {
+        let d = &self.delivery;
+        let mib = |b: Option<f64>| opt(b.map(|b| format!("{:.1}", b / (1 << 20) as f64)));
+        let server = if self.mode == "lainlet" {
+            "lainlet"
+        } else {
+            "etcd"
+        };
+        println!(
+            "opened {} watchers in {:.2} s; series: {} changes in {:.2} s (incl. drain)",
+            self.n, self.open_secs, self.changes, self.series_secs
+        );
+        println!(
+            "put (send → etcd ack):            p50/p99/max {}",
+            show(&d.put)
+        );
+        println!(
+            "delivery, receipt by client task: p50/p99/max {}  ({} frames)",
+            show(&d.receipt),
+            d.delivered
+        );
+        println!(
+            "delivery, arrival in socket:      p50/p99/max {}",
+            show(&d.arrival)
+        );
+        println!(
+            "change reached all N, receipt:    p50/p99/max {}  ({} changes)",
+            show(&d.complete_receipt),
+            d.complete_receipt.map_or(0, |s| s.count)
+        );
+        println!(
+            "change reached all N, arrival:    p50/p99/max {}",
+            show(&d.complete_arrival)
+        );
+        println!(
+            "watchers failed: {}, stale at the end: {}, changes not reaching everyone: {}, conflated (skipped) frames: {}, out of order: {}, error frames: {}, frames without marker: {}",
+            d.failed, d.stale, d.incomplete, d.skipped, d.out_of_order, d.error_frames, d.other_frames
+        );
+        if let Some(e) = &d.first_error {
+            println!("first failure: {e}");
+        }
+        println!(
+            "{server} RSS: {} KiB before, {} KiB with {} idle watchers ({} KiB per watcher), {} KiB after the series",
+            opt(self.before.rss_kib),
+            opt(self.idle.rss_kib),
+            self.n,
+            opt(self.rss_per_watcher_kib().map(|k| format!("{k:.2}"))),
+            opt(self.after.rss_kib)
+        );
+        println!(
+            "{server} CPU: {} s opening the watchers, {} s during the series ({} ms per change)",
+            opt(diff(self.before.cpu, self.idle.cpu).map(|c| format!("{c:.2}"))),
+            opt(self.server_cpu_series().map(|c| format!("{c:.2}"))),
+            opt(self
+                .server_cpu_series()
+                .map(|c| format!("{:.2}", c * 1000.0 / self.changes as f64)))
+        );
+        println!(
+            "etcd /metrics: watchers {} → {} (idle) → {}, watch streams {} (idle), RSS {} → {} MiB (idle), CPU during the series {} s",
+            opt(self.before.etcd_watchers),
+            opt(self.idle.etcd_watchers),
+            opt(self.after.etcd_watchers),
+            opt(self.idle.etcd_streams),
+            mib(self.before.etcd_rss),
+            mib(self.idle.etcd_rss),
+            opt(diff(self.idle.etcd_cpu, self.after.etcd_cpu).map(|c| format!("{c:.2}")))
+        );
+        if self.mode == "lainlet" {
+            println!(
+                "lainlet /metrics during the series: frames out {}, conflated {}",
+                opt(diff(self.idle.frames_out, self.after.frames_out)),
+                opt(diff(self.idle.conflated, self.after.conflated))
+            );
+        }
+        println!(
+            "this tool's CPU: {:.2} s during the series",
+            self.after.tool_cpu - self.idle.tool_cpu
+        );
+    }
+
+    fn header() -> String {
+        "| mode | N | changes | delivery p50 / p99 / max (receipt) | p99 arrival | all N reached p50 / p99 / max | failed / stale | server RSS idle, per watcher | server CPU, per change | etcd watchers | etcd RSS idle |\n\
+         | --- | ---: | --- | --- | ---: | --- | --- | --- | --- | ---: | ---: |"
+            .into()
+    }
+
+    fn row(&self) -> String {
+        let d = &self.delivery;
+        let p99 = |s: &Option<stats::Spread>| s.map_or_else(|| "n/a".into(), |s| ms(s.p99));
+        let rss = match self.mode {
+            "lainlet" => self.idle.rss_kib.map(|k| k as f64 / 1024.0),
+            _ => self.idle.etcd_rss.map(|b| b / (1 << 20) as f64),
+        };
+        format!(
+            "| {} | {} | {} @ {}/s | {} | {} | {} | {} / {} | {} MiB, {} KiB | {} ms | {} | {} MiB |",
+            self.mode,
+            self.n,
+            self.changes,
+            self.rate,
+            show(&d.receipt),
+            p99(&d.arrival).replace("n/a", "–"),
+            show(&d.complete_receipt),
+            d.failed,
+            d.stale,
+            opt(rss.map(|m| format!("{m:.1}"))),
+            opt(self.rss_per_watcher_kib().map(|k| format!("{k:.2}"))),
+            opt(self.server_cpu_series().map(|c| format!("{:.2}", c * 1000.0 / self.changes as f64))),
+            opt(self.idle.etcd_watchers),
+            opt(self.idle.etcd_rss.map(|b| format!("{:.1}", b / (1 << 20) as f64))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_parameters_are_added_and_removed() {
+        assert_eq!(with_watch("/v2/nodes"), "/v2/nodes?watch=1");
+        assert_eq!(with_watch("/v2/x?a=1"), "/v2/x?a=1&watch=1");
+        assert_eq!(with_watch("/v2/x?watch=true"), "/v2/x?watch=true");
+        assert_eq!(without_watch("/v2/x?a=1&watch=1"), "/v2/x?a=1");
+        assert_eq!(without_watch("/v2/x?watch=1"), "/v2/x");
+    }
+
+    #[test]
+    fn scenario_values_carry_the_sequence_number() {
+        for scenario in [Scenario::Config, Scenario::Podgroup] {
+            let v = scenario.value(42, 64);
+            assert_eq!(clients::find_seq(&v), Some(42));
+        }
+        assert_eq!(Scenario::Config.value(1, 64).len(), 64);
+        let pg = Scenario::Podgroup.value(1, 0).len();
+        assert!((2_000..12_000).contains(&pg), "{pg}");
+    }
+}
