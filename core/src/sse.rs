@@ -81,7 +81,9 @@ impl Frame {
 
     /// Number of bytes the frame takes on the wire.
     pub fn len(&self) -> usize {
-        self.id_line().len() + self.body.len()
+        // `id: ` + the decimal digits + `\n`, counted without formatting the line.
+        let digits = self.id.checked_ilog10().map_or(1, |d| d as usize + 1);
+        4 + digits + 1 + self.body.len()
     }
 
     /// Whether the frame is empty (never: a frame has at least its id and event lines).
@@ -93,6 +95,18 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frames_length_is_its_wire_size_for_every_id_width() {
+        for id in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            let f = Frame {
+                id,
+                body: frame_body(EventName::Update, b"{}"),
+                close: false,
+            };
+            assert_eq!(f.len(), f.to_bytes().len(), "id {id}");
+        }
+    }
 
     #[test]
     fn frames_are_laid_out_as_the_original_wrote_them() {

@@ -174,6 +174,16 @@ impl Cli {
         })
     }
 
+    /// The engine settings these flags ask for (`-ip`, the host name, `-noauth`).
+    pub fn engine_config(&self) -> lainlet_core::EngineConfig {
+        lainlet_core::EngineConfig {
+            node_ip: self.ip.clone(),
+            hostname: self.hostname(),
+            auth: !self.noauth,
+            ..lainlet_core::EngineConfig::default()
+        }
+    }
+
     /// The addresses to try binding, in order: `:port` means every interface (IPv6 dual-stack,
     /// else IPv4).
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {

@@ -29,7 +29,7 @@ use async_executor::Executor;
 use async_io::{Async, Timer};
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
-use lainlet_core::{Engine, EngineConfig};
+use lainlet_core::Engine;
 use lainlet_shell_common::etcd::XorShift;
 use lainlet_shell_common::{Cli, Shared};
 use tracing::{error, info, warn};
@@ -74,14 +74,9 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let hostname = cli.hostname();
-    let engine = Engine::new(EngineConfig {
-        node_ip: cli.ip.clone(),
-        hostname: hostname.clone(),
-        auth: !cli.noauth,
-        ..EngineConfig::default()
-    });
-    let shared = Shared::new(engine);
+    let config = cli.engine_config();
+    let hostname = config.hostname.clone();
+    let shared = Shared::new(Engine::new(config));
     match Signals::new([Signal::Term, Signal::Int]) {
         Ok(signals) => ex.spawn(on_signals(shared.clone(), signals)).detach(),
         Err(e) => warn!("cannot install signal handlers: {e}"),

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lainlet_core::{Engine, EngineConfig};
+use lainlet_core::Engine;
 use lainlet_shell_common::{Cli, Shared};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -70,14 +70,9 @@ async fn run(cli: Cli) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let hostname = cli.hostname();
-    let engine = Engine::new(EngineConfig {
-        node_ip: cli.ip.clone(),
-        hostname: hostname.clone(),
-        auth: !cli.noauth,
-        ..EngineConfig::default()
-    });
-    let shared = Shared::new(engine);
+    let config = cli.engine_config();
+    let hostname = config.hostname.clone();
+    let shared = Shared::new(Engine::new(config));
     tokio::spawn(signals(shared.clone()));
     let endpoints = cli.etcd_endpoints();
     if endpoints.is_empty() {
