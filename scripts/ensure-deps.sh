@@ -1,12 +1,45 @@
 #!/usr/bin/env bash
-# Installs the system packages lainlet's build and tests need, when missing (Debian).
-#   protoc  – etcd-client compiles etcd's protobuf definitions at build time
-#   etcd    – the end-to-end tests start a real etcd (Debian's etcd-server)
+# Installs what lainlet's build and tests need, when missing (Debian). Idempotent; safe to re-run.
+#   (always)        protoc   – etcd-client compiles etcd's protobuf definitions at build time
+#   --with-etcd     etcd     – the end-to-end tests start a real etcd (Debian's etcd-server)
+#   --with-python   a virtualenv at target/test-venv (or $LAINLET_TEST_VENV) with the pinned
+#                   Python test clients of tests/python/requirements.txt (sseclient, grpcio,
+#                   selenium); python3-venv comes from apt when `python3 -m venv` cannot work.
+#                   Skipped when the venv's marker records the same requirements and Python.
+#   --with-browser  Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)
+#                   for the headless browser tests
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+with_etcd=0 with_python=0 with_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-etcd) with_etcd=1 ;;
+    --with-python) with_python=1 ;;
+    --with-browser) with_browser=1 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "ensure-deps.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+python=python3
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-if [ "${1:-}" = "--with-etcd" ]; then
+if [ $with_etcd = 1 ]; then
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
+fi
+if [ $with_python = 1 ]; then
+  if ! command -v "$python" >/dev/null 2>&1; then
+    need+=(python3 python3-venv)
+  elif ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    # Debian splits venv/ensurepip out of python3; a venv without pip is useless here
+    need+=(python3-venv)
+  fi
+fi
+if [ $with_browser = 1 ]; then
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    need+=(chromium chromium-driver)
+  fi
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
@@ -15,6 +48,27 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+if [ $with_python = 1 ]; then
+  venv="${LAINLET_TEST_VENV:-$root/target/test-venv}"
+  reqs="$root/tests/python/requirements.txt"
+  marker="$venv/.lainlet-requirements"
+  # what the venv was built from: the interpreter and the exact requirements file
+  want="$("$python" -c 'import sys; print(sys.executable, sys.version.split()[0])')
+$(cat "$reqs")"
+  if [ -x "$venv/bin/python" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ] \
+     && "$venv/bin/python" -c '' >/dev/null 2>&1; then
+    :
+  else
+    echo "creating the Python test venv at $venv" >&2
+    rm -f "$marker"
+    "$python" -m venv --clear "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+      --only-binary=grpcio,grpcio-tools,protobuf -r "$reqs"
+    printf '%s' "$want" >"$marker"
+  fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2
   exit 1
