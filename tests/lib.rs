@@ -4,7 +4,7 @@
 //! ([`EtcdServer`]) and the **real** service binaries ([`Service`]) on loopback ports and talks to
 //! them over HTTP ([`HttpClient`]) and Server-Sent Events ([`SseStream`]). No mocks; nothing
 //! leaves `127.0.0.0/8`. Everything is std + `serde_json`/`base64`, plus `socket2` (binding a
-//! client to a chosen source address) and `libc` (signals).
+//! client to a chosen source address), `libc` (signals) and `form_urlencoded` (etcd v2 bodies).
 //!
 //! A typical end-to-end test:
 //!
@@ -23,6 +23,34 @@
 //! # fn main() {}
 //! ```
 //!
+//! Tests that must hold for both etcd stores (the v3 store, and the v2 keys store real LAIN
+//! clusters use) are written once with [`store_conformance_test!`], which generates one test per
+//! binary and store (`name::lainlet_v3`, `name::lainlet_v2`, `name::lainlet_smol_v3`,
+//! `name::lainlet_smol_v2`); the body writes through [`EtcdServer::with_store`]:
+//!
+//! ```no_run
+//! use lainlet_tests::*;
+//!
+//! store_conformance_test!(fn a_put_is_readable_in_either_store(kind, store) {
+//!     let etcd = EtcdServer::new().unwrap();
+//!     let w = etcd.with_store(store);
+//!     let rev = w.put("/lain/config/vip", b"\"192.168.77.201\"");
+//!     assert_eq!(w.get_prefix("/lain/config/")[0].2, rev);
+//!     let _ = kind; // start the service reading `store` here
+//! });
+//! # fn main() {}
+//! ```
+//!
+//! Selection by environment: `LAINLET_TEST_KINDS` (`lainlet,lainlet-smol`; default: the binaries
+//! that are built) and `LAINLET_TEST_STORES` (`v2,v3`; default both). Deselected combinations
+//! print a skip note and pass.
+//!
+//! More of the harness: [`EtcdCluster`] (a 3-member etcd on loopback whose members can be killed,
+//! paused and restarted, for quorum-loss and failover tests), and [`run_python`] /
+//! [`spawn_python`] for the Python test clients in `tests/python/` (webrouter's `sseclient`,
+//! `grpcio`, selenium driving headless Chromium), which run in the virtualenv that
+//! `scripts/ensure-deps.sh --with-python` creates (`--with-browser` installs Chromium).
+//!
 //! The service binaries are **not** built by `cargo test -p lainlet-tests`; build them first
 //! (`cargo build --workspace --bins`) or point `LAINLET_TEST_BIN` / `LAINLET_TEST_BIN_SMOL` at them.
 //! See [`ServiceKind`] for how binaries are located and selected.
@@ -31,10 +59,15 @@
 
 pub mod harness;
 
+pub use harness::cluster::{EtcdCluster, EtcdMember};
 pub use harness::etcd::{EtcdServer, ETCD_ENV};
 pub use harness::http::{read_response, HttpClient, HttpResponse};
+pub use harness::python::{
+    python, python_dir, run_python, spawn_python, venv_dir, PythonProcess, VENV_ENV,
+};
 pub use harness::service::{
     run_for_kind, workspace_root, Service, ServiceCommand, ServiceKind, KINDS_ENV,
 };
 pub use harness::sse::{Frame, SseParser, SseStream};
+pub use harness::store::{run_for_store, Store, StoreWriter, STORES_ENV};
 pub use harness::util::{free_addr, free_port, log_tail, wait_for, wait_until, TempDir};

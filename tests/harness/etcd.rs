@@ -1,6 +1,15 @@
 //! A throw-away single-member etcd (Debian `etcd-server`, 3.4) on free loopback ports, driven
 //! through its v3 JSON gateway (`POST /v3/kv/{put,range,deleterange,txn,compaction}`, keys and
-//! values base64) with the harness's own HTTP client.
+//! values base64) and its **v2 keys API** (`/v2/keys/...`) with the harness's own HTTP client.
+//!
+//! etcd always runs with `--enable-v2=true`: real LAIN clusters keep their data in the v2 store
+//! (spec §1.1), which etcd 3.4 keeps **separate** from the v3 store: keys written with
+//! [`EtcdServer::v2_put`] are invisible to [`EtcdServer::get`] and vice versa, and the v2 index
+//! ([`EtcdServer::v2_index`], a node's `modifiedIndex`) counts independently of the v3
+//! revision. v2 writes are form-encoded (`PUT /v2/keys/<key>` with `value=<percent-encoded>`);
+//! **v2 values are strings, so they must be UTF-8** (the helpers refuse other bytes). The v2
+//! store is a tree: reads flatten it to leaves, and a recursive directory delete is one event.
+//! [`EtcdServer::with_store`] gives one writer for either store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -8,12 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::http::HttpClient;
+use super::http::{HttpClient, HttpResponse};
+use super::kv::{self, EtcdApi};
+use super::store::{Store, StoreWriter};
 use super::util::{free_port, kill_and_reap, log_tail, signal_child, wait_child, TempDir};
+use super::v2;
 
 /// Environment variable naming the etcd binary to use (default: `etcd` on `PATH`, then
 /// `/usr/bin/etcd`).
@@ -21,10 +31,6 @@ pub const ETCD_ENV: &str = "LAINLET_TEST_ETCD";
 
 /// How long [`EtcdServer::start`] waits for `/health` to report healthy.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most puts per gateway transaction in [`EtcdServer::load`] (etcd's default `--max-txn-ops`).
-const TXN_OPS: usize = 128;
-/// Most encoded bytes per gateway transaction in [`EtcdServer::load`] (limit is 1.5 MiB).
-const TXN_BYTES: usize = 1 << 20;
 
 /// A running etcd with its own data dir and log, killed and deleted on drop.
 ///
@@ -213,48 +219,33 @@ impl EtcdServer {
     /// POSTs `body` to gateway `path` (e.g. `"/v3/kv/range"`); the JSON answer, or an error
     /// carrying the HTTP status and etcd's message.
     pub fn gateway(&self, path: &str, body: &Value) -> io::Result<Value> {
-        let resp = self.http.post_json(&self.endpoint(), path, body)?;
-        if resp.status != 200 {
-            return Err(io::Error::other(format!(
-                "etcd {path}: HTTP {}: {}",
-                resp.status,
-                resp.text()
-            )));
-        }
-        serde_json::from_slice(&resp.body).map_err(io::Error::other)
+        kv::gateway(self, path, body)
     }
 
     /// Puts `key` = `value`; returns the new revision.
     pub fn put(&self, key: &str, value: impl AsRef<[u8]>) -> i64 {
-        let body = json!({ "key": B64.encode(key), "value": B64.encode(value) });
-        header_revision(&self.call("/v3/kv/put", &body))
+        self.ok("put", key, kv::put(self, key, value.as_ref()))
     }
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let body = json!({ "key": B64.encode(key) });
-        kvs(&self.call("/v3/kv/range", &body)).pop().map(|kv| kv.1)
+        self.ok("get", key, kv::get(self, key))
     }
 
     /// Every `(key, value, mod_revision)` whose key starts with `prefix`, in key order
     /// (`""` = every key).
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
-        let (key, end) = prefix_range(prefix);
-        let body = json!({ "key": B64.encode(key), "range_end": B64.encode(end) });
-        kvs(&self.call("/v3/kv/range", &body))
+        self.ok("get_prefix", prefix, kv::get_prefix(self, prefix))
     }
 
     /// Deletes `key` (exactly); returns the revision after the call (unchanged if absent).
     pub fn delete(&self, key: &str) -> i64 {
-        let body = json!({ "key": B64.encode(key) });
-        header_revision(&self.call("/v3/kv/deleterange", &body))
+        self.ok("delete", key, kv::delete(self, key))
     }
 
     /// Deletes every key starting with `prefix` in one revision; returns the revision after.
     pub fn delete_prefix(&self, prefix: &str) -> i64 {
-        let (key, end) = prefix_range(prefix);
-        let body = json!({ "key": B64.encode(key), "range_end": B64.encode(end) });
-        header_revision(&self.call("/v3/kv/deleterange", &body))
+        self.ok("delete_prefix", prefix, kv::delete_prefix(self, prefix))
     }
 
     /// Compacts the history up to `revision` and waits until the compaction is physically
@@ -266,8 +257,7 @@ impl EtcdServer {
 
     /// The store's current revision.
     pub fn current_revision(&self) -> i64 {
-        let body = json!({ "key": B64.encode([0u8]), "count_only": true });
-        header_revision(&self.call("/v3/kv/range", &body))
+        self.ok("current_revision", "", kv::current_revision(self))
     }
 
     /// The value of an unlabelled Prometheus gauge/counter from etcd's `/metrics`.
@@ -301,57 +291,122 @@ impl EtcdServer {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
-        let mut batch: Vec<Value> = Vec::new();
-        let mut keys = std::collections::HashSet::new();
-        let mut bytes = 0;
-        let mut revision = None;
-        for (k, v) in items {
-            let (k, v) = (B64.encode(k.as_ref()), B64.encode(v.as_ref()));
-            if batch.len() == TXN_OPS || bytes + k.len() + v.len() > TXN_BYTES || keys.contains(&k)
-            {
-                revision = Some(self.txn(std::mem::take(&mut batch)));
-                keys.clear();
-                bytes = 0;
-            }
-            bytes += k.len() + v.len() + 40;
-            keys.insert(k.clone());
-            batch.push(json!({ "request_put": { "key": k, "value": v } }));
-        }
-        if !batch.is_empty() {
-            revision = Some(self.txn(batch));
-        }
-        revision.unwrap_or_else(|| self.current_revision())
+        self.ok("load", "", kv::load(self, kv::owned_items(items)))
     }
 
     /// Loads a fixture directory: `MANIFEST.tsv` lines `<etcd key>\t<file>` (`#` comments), each
     /// value read byte-for-byte from `<dir>/<file>`. Returns the revision after loading.
     pub fn load_manifest(&self, dir: &Path) -> i64 {
-        let manifest = dir.join("MANIFEST.tsv");
-        let text = fs::read_to_string(&manifest)
-            .unwrap_or_else(|e| panic!("read {}: {e}", manifest.display()));
-        let items: Vec<(String, Vec<u8>)> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .map(|l| {
-                let (key, file) = l
-                    .split_once('\t')
-                    .unwrap_or_else(|| panic!("bad manifest line {l:?}"));
-                let path = dir.join(file.trim());
-                let value =
-                    fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-                (key.to_owned(), value)
-            })
-            .collect();
-        self.load(items)
+        self.load(kv::read_manifest(dir))
     }
 
-    fn txn(&self, ops: Vec<Value>) -> i64 {
-        header_revision(&self.call("/v3/kv/txn", &json!({ "success": ops })))
+    /// A writer for `store` (v2 keys API or v3) on this server, so one test body can run
+    /// against either: see [`StoreWriter`].
+    pub fn with_store(&self, store: Store) -> StoreWriter<'_> {
+        StoreWriter::new(self, store)
+    }
+
+    /// Sends a raw request to the v2 keys API (`path_and_query` like
+    /// `"/v2/keys/lain?recursive=true"`) and returns the answer whatever its status, to observe
+    /// errors (e.g. `401` "The event in requested index is outdated and cleared").
+    pub fn v2_request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> io::Result<HttpResponse> {
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", "application/x-www-form-urlencoded")]
+        };
+        self.send(method, path_and_query, headers, body)
+    }
+
+    /// v2: sets `key` = `value` (must be UTF-8: v2 values are strings); returns the node's
+    /// `modifiedIndex`.
+    pub fn v2_put(&self, key: &str, value: impl AsRef<[u8]>) -> i64 {
+        self.ok("v2 put", key, v2::put(self, key, value.as_ref(), None))
+    }
+
+    /// v2: like [`EtcdServer::v2_put`] with a TTL; etcd deletes the key after `ttl_secs`
+    /// (an `expire` event). Returns the node's `modifiedIndex`.
+    pub fn v2_put_ttl(&self, key: &str, value: impl AsRef<[u8]>, ttl_secs: u64) -> i64 {
+        self.ok(
+            "v2 put",
+            key,
+            v2::put(self, key, value.as_ref(), Some(ttl_secs)),
+        )
+    }
+
+    /// v2: the value of leaf `key`, if it exists (`None` for a directory).
+    pub fn v2_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.ok("v2 get", key, v2::get(self, key))
+    }
+
+    /// v2: deletes leaf `key`; returns the index of the delete, or the current index if the key
+    /// did not exist.
+    pub fn v2_delete(&self, key: &str) -> i64 {
+        self.ok("v2 delete", key, v2::delete(self, key, ""))
+    }
+
+    /// v2: deletes directory `key`: only if empty (`?dir=true`, else etcd's error 108 panics),
+    /// or with everything below it (`recursive`: `?recursive=true`, one `delete` event with
+    /// `node.dir` true and no per-key events). Returns the index of the delete, or the current
+    /// index if nothing was there.
+    pub fn v2_delete_dir(&self, key: &str, recursive: bool) -> i64 {
+        let query = if recursive {
+            "?recursive=true"
+        } else {
+            "?dir=true"
+        };
+        self.ok("v2 delete dir", key, v2::delete(self, key, query))
+    }
+
+    /// v2: creates the (empty) directory `key` (a `set` event with `node.dir`; no key for the
+    /// service). Panics if `key` exists. Returns its `modifiedIndex`.
+    pub fn v2_mkdir(&self, key: &str) -> i64 {
+        self.ok("v2 mkdir", key, v2::mkdir(self, key))
+    }
+
+    /// v2: the store's current index (`X-Etcd-Index` of a quorum GET); a watch from here + 1
+    /// sees exactly the later writes.
+    pub fn v2_index(&self) -> i64 {
+        self.ok("v2 index", "", v2::index(self))
+    }
+
+    /// v2: every leaf `(key, value, modifiedIndex)` whose key starts with `prefix` (a string
+    /// prefix as in v3: `/lain/a` matches `/lain/a/x` and `/lain/ab`), sorted by key bytes;
+    /// directories dropped. From a quorum, recursive, sorted GET.
+    pub fn v2_get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
+        self.ok("v2 get_prefix", prefix, v2::get_prefix(self, prefix))
+    }
+
+    /// v2: deletes every leaf under the string `prefix`: a directory named by `prefix` (with or
+    /// without a trailing `/`) recursively in one event, any other matching key one by one.
+    /// Returns the index after.
+    pub fn v2_delete_prefix(&self, prefix: &str) -> i64 {
+        self.ok("v2 delete_prefix", prefix, v2::delete_prefix(self, prefix))
+    }
+
+    /// v2: puts every item (one PUT each, from a few threads; a repeated key's last value wins).
+    /// Values must be UTF-8. Returns the index after the last write.
+    pub fn v2_load<K, V>(&self, items: impl IntoIterator<Item = (K, V)>) -> i64
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        self.ok("v2 load", "", v2::load(self, kv::owned_items(items)))
     }
 
     fn call(&self, path: &str, body: &Value) -> Value {
         self.gateway(path, body)
             .unwrap_or_else(|e| panic!("etcd gateway call failed: {e}"))
+    }
+
+    /// Unwraps the result of operation `what` on `key`, panicking with etcd's answer.
+    pub(crate) fn ok<T>(&self, what: &str, key: &str, r: io::Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("etcd {what} {key:?} on {} failed: {e}", self.endpoint()))
     }
 
     fn spawn(&mut self) -> io::Result<()> {
@@ -379,6 +434,8 @@ impl EtcdServer {
             &peer,
         ]);
         cmd.args(["--initial-cluster", &format!("t={peer}"), "--logger", "zap"]);
+        // the v2 keys API real LAIN clusters use; etcd 3.4 keeps its store apart from v3's
+        cmd.arg("--enable-v2=true");
         cmd.args(&self.extra_args);
         let child = cmd
             .stdin(Stdio::null())
@@ -423,6 +480,19 @@ impl EtcdServer {
     }
 }
 
+impl EtcdApi for EtcdServer {
+    fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<HttpResponse> {
+        self.http
+            .request(method, &self.endpoint(), path_and_query, headers, body)
+    }
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.resume();
@@ -431,50 +501,4 @@ impl Drop for EtcdServer {
             self.print_log();
         }
     }
-}
-
-/// `[key, range_end)` covering every key that starts with `prefix` (`""`: every key).
-fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-    if prefix.is_empty() {
-        return (vec![0], vec![0]);
-    }
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return (prefix.as_bytes().to_vec(), end);
-        }
-    }
-    (prefix.as_bytes().to_vec(), vec![0])
-}
-
-/// An int64 field of a gateway answer (sent as a JSON string; omitted when zero).
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn header_revision(v: &Value) -> i64 {
-    int(&v["header"]["revision"])
-}
-
-fn b64(v: &Value) -> Vec<u8> {
-    v.as_str()
-        .map(|s| B64.decode(s).expect("etcd sent invalid base64"))
-        .unwrap_or_default()
-}
-
-fn kvs(v: &Value) -> Vec<(String, Vec<u8>, i64)> {
-    let Some(list) = v["kvs"].as_array() else {
-        return Vec::new();
-    };
-    list.iter()
-        .map(|kv| {
-            let key = String::from_utf8_lossy(&b64(&kv["key"])).into_owned();
-            (key, b64(&kv["value"]), int(&kv["mod_revision"]))
-        })
-        .collect()
 }

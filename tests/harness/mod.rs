@@ -5,8 +5,11 @@
 //! | [`util`] | [`wait_until`](util::wait_until) polling, free loopback ports, temp dirs, log tails |
 //! | [`http`] | a tiny blocking HTTP/1.1 client over `std::net::TcpStream` (optionally bound to a chosen source IP) |
 //! | [`sse`] | an incremental Server-Sent-Events reader for `?watch=1` streams |
-//! | [`etcd`] | a throw-away etcd server driven through its v3 JSON gateway |
+//! | [`etcd`] | a throw-away etcd server: v3 through its JSON gateway, and the v2 keys API (`--enable-v2=true`; `v2_*` helpers) |
+//! | [`store`] | one writer for either store ([`Store`](store::Store), [`StoreWriter`](store::StoreWriter)) and running a test per store |
+//! | [`cluster`] | a multi-member etcd cluster on loopback (kill / stop / start / pause members) |
 //! | [`service`] | launching the service binaries under test, and running a test against each of them |
+//! | [`python`] | running the Python test clients (`tests/python/`) in the test virtualenv |
 //!
 //! Conventions: setup failures that a test cannot sensibly handle (etcd missing, a binary that
 //! never becomes ready) are returned as `io::Result` with a message that says what to do;
@@ -14,8 +17,13 @@
 //! descriptive message instead, and every process the harness starts prints its log tail when the
 //! test that owns it panics.
 
+pub mod cluster;
 pub mod etcd;
 pub mod http;
+pub(crate) mod kv;
+pub mod python;
 pub mod service;
 pub mod sse;
+pub mod store;
 pub mod util;
+pub(crate) mod v2;
