@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use super::cluster::EtcdCluster;
 use super::etcd::EtcdServer;
 use super::http::{HttpClient, HttpResponse};
 use super::sse::SseStream;
@@ -240,6 +241,11 @@ impl ServiceCommand {
     /// Appends `--etcd <endpoint>` for `etcd`.
     pub fn etcd(self, etcd: &EtcdServer) -> ServiceCommand {
         self.args(["--etcd".to_owned(), etcd.endpoint()])
+    }
+
+    /// Appends `--etcd <every member's endpoint, comma-separated>` for `cluster`.
+    pub fn etcd_cluster(self, cluster: &EtcdCluster) -> ServiceCommand {
+        self.args(["--etcd".to_owned(), cluster.endpoints()])
     }
 
     /// Sets an environment variable for the process (the rest is inherited;

@@ -815,6 +815,8 @@ fn etcd_cluster_loses_and_regains_quorum() {
     assert_eq!(endpoints.split(',').count(), 3);
     assert!(endpoints.split(',').all(|e| e.starts_with("127.0.0.1:")));
     assert!(cluster.leader().is_some());
+    let cmd = Service::command(ServiceKind::Tokio).etcd_cluster(&cluster);
+    assert!(format!("{cmd:?}").contains(&endpoints), "--etcd a,b,c");
 
     let rev = cluster.put("/lain/config/vip", "\"192.168.77.201\"");
     let index = cluster.v2_put("/lain/config/vip", "192.168.77.201");
@@ -888,11 +890,14 @@ fn etcd_cluster_loses_and_regains_quorum() {
     );
     assert_eq!(cluster.put("/lain/config/after", "1"), rev + 1);
 
-    // pause/resume: requests go to the live members meanwhile
-    cluster.member(0).pause();
-    assert!(cluster.member(0).is_paused());
+    // pause/resume a follower: requests go to the live members meanwhile (pausing the leader
+    // would start an election, and requests during it fail with "etcdserver: leader changed")
+    let leader = cluster.leader().expect("a leader");
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    cluster.member(follower).pause();
+    assert!(cluster.member(follower).is_paused());
     assert_eq!(cluster.get("/lain/config/after"), Some(b"1".to_vec()));
-    cluster.member(0).resume();
+    cluster.member(follower).resume();
 
     let dirs: Vec<_> = cluster
         .members()
