@@ -55,19 +55,3 @@ impl WatchEvent {
         }
     }
 }
-
-/// The state of the shell's etcd connection, reported to the engine so that `/healthz`,
-/// `/debug` and `/metrics` can tell it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EtcdStatus {
-    /// Connected and watching (after a snapshot was applied).
-    Watching,
-    /// The connection or the watch is broken; the shell is retrying. The state served is the
-    /// last known one.
-    Disconnected {
-        /// A human-readable reason, e.g. the client error.
-        reason: String,
-    },
-    /// The shell is serving a built-in data set and is not connected to any etcd.
-    Demo,
-}

@@ -8,10 +8,15 @@
 //! ## Run loop (the call-order contract)
 //!
 //! ```text
-//! etcd:    range /lain/ at revision R ──▶ engine.handle_snapshot(now, snapshot)
-//!          watch /lain/ from R+1, each response ──▶ engine.handle_events(now, events)
-//!          watch broken / compacted ──▶ read again ──▶ engine.handle_snapshot(now, snapshot)
-//!          connection state ──▶ engine.handle_etcd_status(now, status)
+//! etcd:    loop { match engine.poll_etcd(now) {
+//!            Wait { until }          → sleep until then
+//!            Connect { endpoint }    → connect → handle_etcd_connected / handle_etcd_failure
+//!            ReadSnapshot            → range /lain/ at revision R → handle_snapshot(now, snapshot)
+//!            Watch { start_revision }→ one prefix watch of /lain/ from there; every message →
+//!                                      handle_watch_response(now, msg) → WatchOutcome
+//!                                      (Compacted: end the watch and poll again;
+//!                                       Canceled or a transport error: handle_etcd_failure)
+//!          } }
 //! HTTP:    each request ──▶ engine.handle_request(&request, &ctx) ──▶ Reply
 //!            Reply::Response(r)  → write it (omit the body for HEAD)
 //!            Reply::Stream(id)   → write SSE_HEAD, then frames from engine.poll_frame(id)
@@ -29,39 +34,59 @@
 //!
 //! ## Time
 //!
-//! Time is an argument: `now: Instant` for heartbeats and timestamps, and a wall-clock
-//! `SystemTime` only where `/debug` shows dates. The engine never reads a clock, so every
-//! output is a deterministic function of its inputs.
+//! Time is an argument: `now: Instant` for heartbeats, back-off and timestamps, and a
+//! wall-clock `SystemTime` only where `/debug` shows dates. The engine never reads a clock, and
+//! its only randomness (back-off jitter) comes from a seed in [`EngineConfig`], so every output
+//! is a deterministic function of its inputs.
 //!
-//! ## Rules kept (see DESIGN.md)
+//! ## Rules the engine keeps
 //!
-//! Snapshot then watch without a gap (events at or below the applied revision are ignored);
-//! a resync is a diff, not a wipe; a bad value hurts only its own key; each view is rendered
-//! once per change and the bytes are shared; unchanged output writes nothing; deletes are
-//! exact.
+//! 1. **Snapshot, then watch, without a gap.** A snapshot carries revision R and the watch
+//!    starts at R + 1; events at or below the applied revision are replays and are ignored.
+//!    The engine owns the applied revision; the etcd policy resumes a broken watch from it.
+//! 2. **A resync is a diff, not a wipe.** After a compaction the shell reads a fresh snapshot;
+//!    the engine compares it with its mirror and watchers get ordinary updates and deletes for
+//!    what really changed — including selections that became empty.
+//! 3. **A bad value hurts only its own key.** A value that does not decode is reported
+//!    (`/debug`, `/metrics`) and its key keeps its last good value.
+//! 4. **Render once, share the bytes.** All watchers and GETs of the same endpoint and
+//!    selection share one rendering per change; only the `id:` line is per connection.
+//! 5. **Unchanged output writes nothing**, and output is deterministic (sorted keys; arrays the
+//!    original emitted in random order are sorted).
+//! 6. **Slow consumers stall nobody and never end stale** (one latest-value slot each).
+//! 7. **Deletes are exact**: deleting `/lain/deployd/pod_groups/hello/x` removes that pod group
+//!    and never `hello-service/…`.
+
+//!
+//! References like "spec §2.4" point into the lainlet v2 compatibility contract
+//! (`lainlet-v2.md` in the project's shared documents): the original lainlet's observable
+//! behaviour, which these docs restate where the code depends on it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod auth;
-pub mod engine;
-pub mod error;
-pub mod etcd_sync;
-pub mod http1;
-pub mod input;
-pub mod json;
-pub mod model;
-pub mod request;
-pub mod sse;
-pub mod state;
-pub mod views;
+mod auth;
+mod engine;
+mod error;
+mod etcd;
+mod input;
+mod json;
+mod model;
+mod request;
+mod response;
+mod sse;
+mod state;
+mod views;
 
 pub use engine::{
-    Change, ChangeKind, DecodeFailure, DeliveryStats, Engine, EngineConfig, Reply, RequestContext,
-    Response, SubscriberId, V2_VERSION,
+    Action, DecodeFailure, DeliveryStats, Engine, EngineConfig, EtcdStatus, RequestContext,
+    SubscriberId, V2_VERSION,
 };
 pub use error::ApiError;
-pub use etcd_sync::{BackoffPolicy, EtcdSync, SyncStep, WatchResponse, WatchStep};
-pub use input::{EtcdStatus, KeyValue, Snapshot, WatchEvent};
-pub use request::{Endpoint, Method, Request, Route};
+pub use etcd::{gateway, BackoffPolicy, CodecError, EtcdStep, WatchOutcome, WatchResponse, PREFIX};
+pub use input::{KeyValue, Snapshot, WatchEvent};
+pub use model::DecodeError;
+pub use request::{Method, Request, Route};
+pub use response::{reason_phrase, Reply, Response, TEXT_PLAIN};
 pub use sse::{EventName, Frame, SSE_HEAD};
+pub use views::Endpoint;

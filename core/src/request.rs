@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use crate::error::ApiError;
+use crate::views::Endpoint;
 
 /// HTTP method, as far as the v2 API distinguishes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,79 +62,6 @@ impl<'a> Request<'a> {
     }
 }
 
-/// A watchable `/v2` endpoint (spec §2.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Endpoint {
-    /// `/v2/appswatcher`
-    Apps,
-    /// `/v2/configwatcher`
-    Config,
-    /// `/v2/procwatcher`
-    Proc,
-    /// `/v2/coreinfowatcher`
-    CoreInfo,
-    /// `/v2/nodes`
-    Nodes,
-    /// `/v2/containers`
-    Containers,
-    /// `/v2/proxywatcher`
-    Proxy,
-    /// `/v2/depends`
-    Depends,
-    /// `/v2/webrouter/webprocs`
-    WebProcs,
-    /// `/v2/streamrouter/streamprocs`
-    StreamProcs,
-    /// `/v2/streamrouter/ports`
-    StreamPorts,
-    /// `/v2/rebellion/localprocs`
-    Rebellion,
-    /// `/v2/backupspec`
-    Backup,
-    /// `/v2/localspecquery` (GET only)
-    LocalSpec,
-}
-
-impl Endpoint {
-    /// Every endpoint.
-    pub const ALL: [Endpoint; 14] = [
-        Endpoint::Apps,
-        Endpoint::Config,
-        Endpoint::Proc,
-        Endpoint::CoreInfo,
-        Endpoint::Nodes,
-        Endpoint::Containers,
-        Endpoint::Proxy,
-        Endpoint::Depends,
-        Endpoint::WebProcs,
-        Endpoint::StreamProcs,
-        Endpoint::StreamPorts,
-        Endpoint::Rebellion,
-        Endpoint::Backup,
-        Endpoint::LocalSpec,
-    ];
-
-    /// The registered path.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Apps => "/v2/appswatcher",
-            Endpoint::Config => "/v2/configwatcher",
-            Endpoint::Proc => "/v2/procwatcher",
-            Endpoint::CoreInfo => "/v2/coreinfowatcher",
-            Endpoint::Nodes => "/v2/nodes",
-            Endpoint::Containers => "/v2/containers",
-            Endpoint::Proxy => "/v2/proxywatcher",
-            Endpoint::Depends => "/v2/depends",
-            Endpoint::WebProcs => "/v2/webrouter/webprocs",
-            Endpoint::StreamProcs => "/v2/streamrouter/streamprocs",
-            Endpoint::StreamPorts => "/v2/streamrouter/ports",
-            Endpoint::Rebellion => "/v2/rebellion/localprocs",
-            Endpoint::Backup => "/v2/backupspec",
-            Endpoint::LocalSpec => "/v2/localspecquery",
-        }
-    }
-}
-
 /// Where a path leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -158,7 +86,7 @@ impl Route {
             Some(p) if !p.is_empty() => p,
             _ => path,
         };
-        if let Some(e) = Endpoint::ALL.into_iter().find(|e| e.path() == path) {
+        if let Some(e) = Endpoint::from_path(path) {
             return Some(Route::View(e));
         }
         match path {

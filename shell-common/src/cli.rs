@@ -174,12 +174,15 @@ impl Cli {
         })
     }
 
-    /// The engine settings these flags ask for (`-ip`, the host name, `-noauth`).
+    /// The engine settings these flags ask for (`-ip`, the host name, `-noauth`, the number of
+    /// etcd endpoints), with a random back-off seed.
     pub fn engine_config(&self) -> lainlet_core::EngineConfig {
         lainlet_core::EngineConfig {
             node_ip: self.ip.clone(),
             hostname: self.hostname(),
             auth: !self.noauth,
+            etcd_endpoints: self.etcd_endpoints().len().max(1),
+            seed: random_seed(),
             ..lainlet_core::EngineConfig::default()
         }
     }
@@ -222,6 +225,15 @@ impl Cli {
             _ => format!("http://{}", self.web),
         }
     }
+}
+
+/// A seed that differs between processes and starts (clock and process id); not for
+/// cryptography.
+pub fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Rewrites Go-style single-dash long flags to GNU style: `-web=:9001` → `--web=:9001`,

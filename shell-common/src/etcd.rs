@@ -1,30 +1,27 @@
-//! The one etcd watch of the process, driven by the core's [`EtcdSync`] policy through the
-//! shell's etcd client, and the demo data set used when no etcd is configured.
+//! The one etcd watch of the process: the engine says what to do
+//! ([`lainlet_core::Engine::poll_etcd`]), a shell's [`EtcdClient`] does the IO, and the result
+//! goes back to the engine. Also the demo data set used when no etcd is configured.
 //!
 //! ```text
-//! Connect{endpoint}  → client.connect(url)
-//! ReadSnapshot       → client.read_snapshot() (range /lain/) → engine.handle_snapshot
-//! Watch{start}       → client.watch(start): one prefix watch of /lain/; each message →
-//!                      sync.handle_watch_response → engine.handle_events / EtcdStatus::Watching;
-//!                      compacted → back to ReadSnapshot (applied as a diff)
-//! any error          → sync.handle_failure(jitter) + EtcdStatus::Disconnected; the last
-//!                      state keeps being served
+//! Connect{endpoint}  → client.connect(url)        → handle_etcd_connected / handle_etcd_failure
+//! ReadSnapshot       → client.read_snapshot()      → handle_snapshot (applied as a diff)
+//! Watch{start}       → client.watch(start), each message → handle_watch_response
+//! Wait{until}        → sleep
 //! ```
 //!
-//! A shell provides the client ([`EtcdClient`]: gRPC for the tokio shell, the v3 JSON gateway
-//! for the smol shell) and its sleep function; everything else — order, revisions, back-off,
-//! logging, what the engine is told — is here, once.
+//! A shell provides the client (gRPC for the tokio shell, the v3 JSON gateway for the smol
+//! shell) and its timer; the order, the revisions, the back-off and what `/healthz` says are the
+//! engine's.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::bail;
-use lainlet_core::{
-    BackoffPolicy, EtcdStatus, EtcdSync, KeyValue, Snapshot, SyncStep, WatchResponse, WatchStep,
-};
+use lainlet_core::{EtcdStep, KeyValue, Snapshot, WatchOutcome, WatchResponse};
 use tracing::{debug, info, warn};
 
+use crate::socket::Runtime;
 use crate::sync::{first, Either};
 use crate::Shared;
 
@@ -57,59 +54,55 @@ pub trait EtcdWatch: Send {
 }
 
 /// Follows etcd at `endpoints` (URLs; one is used at a time) with `client` until shutdown.
-pub async fn follow<C: EtcdClient, F: Future<Output = ()>>(
+pub async fn follow<C: EtcdClient, R: Runtime>(
     shared: Arc<Shared>,
     endpoints: Vec<String>,
     mut client: C,
-    sleep_until: impl Fn(Instant) -> F,
+    rt: R,
 ) {
-    let mut sync = EtcdSync::new(endpoints.len(), BackoffPolicy::default());
-    let mut rng = XorShift::seeded();
     loop {
-        let outcome = match sync.next_step(Instant::now()) {
-            SyncStep::Wait { until } => match first(sleep_until(until), shared.shut_down()).await {
-                Either::Left(()) => continue,
-                Either::Right(()) => return,
-            },
-            SyncStep::Connect { endpoint } => {
-                let url = &endpoints[endpoint];
+        let step = shared.with_engine(|e| e.poll_etcd(Instant::now()));
+        let outcome = match step {
+            EtcdStep::Wait { until } => {
+                match first(rt.sleep_until(until), shared.shut_down()).await {
+                    Either::Left(()) => continue,
+                    Either::Right(()) => return,
+                }
+            }
+            EtcdStep::Connect { endpoint } => {
+                let url = &endpoints[endpoint % endpoints.len()];
                 match first(client.connect(url), shared.shut_down()).await {
                     Either::Left(r) => r.map(|()| {
                         debug!("using etcd endpoint {url}");
-                        sync.handle_connected();
+                        shared.with_engine(|e| e.handle_etcd_connected(Instant::now()));
                     }),
                     Either::Right(()) => return,
                 }
             }
-            SyncStep::ReadSnapshot => match first(client.read_snapshot(), shared.shut_down()).await
+            EtcdStep::ReadSnapshot => match first(client.read_snapshot(), shared.shut_down()).await
             {
                 Either::Left(Ok(snapshot)) => {
-                    let revision = snapshot.revision;
                     info!(
-                        "read {} keys under {PREFIX} at revision {revision}",
-                        snapshot.kvs.len()
+                        "read {} keys under {PREFIX} at revision {}",
+                        snapshot.kvs.len(),
+                        snapshot.revision
                     );
-                    shared.with_engine(|engine| engine.handle_snapshot(Instant::now(), snapshot));
-                    sync.handle_snapshot(revision);
+                    shared.with_engine(|e| e.handle_snapshot(Instant::now(), snapshot));
                     Ok(())
                 }
                 Either::Left(Err(e)) => Err(e.context(format!("reading {PREFIX}"))),
                 Either::Right(()) => return,
             },
-            SyncStep::Watch { start_revision } => {
-                watch(&shared, &mut sync, &mut client, start_revision).await
-            }
+            EtcdStep::Watch { start_revision } => watch(&shared, &mut client, start_revision).await,
         };
         if shared.is_shutting_down() {
             return;
         }
         if let Err(e) = outcome {
             let reason = format!("{e:#}");
-            let delay = sync.handle_failure(Instant::now(), rng.unit());
+            let delay =
+                shared.with_engine(|e| e.handle_etcd_failure(Instant::now(), reason.clone()));
             warn!("etcd: {reason}; serving the last known state, retrying in {delay:.1?}");
-            shared.with_engine(|engine| {
-                engine.handle_etcd_status(Instant::now(), EtcdStatus::Disconnected { reason });
-            });
         }
     }
 }
@@ -117,7 +110,6 @@ pub async fn follow<C: EtcdClient, F: Future<Output = ()>>(
 /// Runs one watch until it fails (`Err`), is compacted away (`Ok`), or shutdown (`Ok`).
 async fn watch<C: EtcdClient>(
     shared: &Shared,
-    sync: &mut EtcdSync,
     client: &mut C,
     start_revision: i64,
 ) -> anyhow::Result<()> {
@@ -133,23 +125,22 @@ async fn watch<C: EtcdClient>(
         let Some(response) = message else {
             bail!("the watch stream was closed by etcd");
         };
-        match sync.handle_watch_response(response) {
-            WatchStep::Created => {
+        match shared.with_engine(|e| e.handle_watch_response(Instant::now(), response)) {
+            WatchOutcome::Applied => {}
+            WatchOutcome::Created { start_revision } => {
                 info!("watching {PREFIX} on etcd from revision {start_revision}");
-                shared.with_engine(|e| e.handle_etcd_status(Instant::now(), EtcdStatus::Watching));
             }
-            WatchStep::Compacted { compact_revision } => {
+            WatchOutcome::Compacted {
+                start_revision,
+                compact_revision,
+            } => {
                 warn!(
                     "etcd compacted its history past revision {start_revision} \
                      (to {compact_revision}): re-reading"
                 );
                 return Ok(());
             }
-            WatchStep::Canceled { reason } => bail!("etcd canceled the watch: {reason}"),
-            WatchStep::Apply(events) if events.is_empty() => {}
-            WatchStep::Apply(events) => {
-                shared.with_engine(|engine| engine.handle_events(Instant::now(), events));
-            }
+            WatchOutcome::Canceled { reason } => bail!("etcd canceled the watch: {reason}"),
         }
     }
 }
@@ -169,8 +160,7 @@ pub fn key_value(key: &[u8], value: Vec<u8>, mod_revision: i64) -> Option<KeyVal
     }
 }
 
-/// Loads the built-in demo data set and marks the engine as serving it; returns the number of
-/// keys.
+/// Loads the built-in demo data set into the engine; returns the number of keys.
 pub fn load_demo(shared: &Shared) -> usize {
     let dump = lainlet_fixtures::demo();
     let keys = dump.kvs.len();
@@ -186,38 +176,6 @@ pub fn load_demo(shared: &Shared) -> usize {
             })
             .collect(),
     };
-    shared.with_engine(|engine| {
-        let now = Instant::now();
-        engine.handle_snapshot(now, snapshot);
-        engine.handle_etcd_status(now, EtcdStatus::Demo);
-    });
+    shared.with_engine(|engine| engine.handle_demo(Instant::now(), snapshot));
     keys
-}
-
-/// A tiny xorshift generator for back-off jitter (no cryptographic use).
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// Seeded from the clock and the process id.
-    pub fn seeded() -> XorShift {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        XorShift((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
-    }
-
-    /// A number in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }

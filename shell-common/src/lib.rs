@@ -5,25 +5,33 @@
 //!
 //! * [`cli`] — the command line (modern and the original's Go-style flags, `LAINLET_*`
 //!   variables), binding the listener;
-//! * [`sniff`] — reading a request head to tell watches (streamed by the shell) from plain
-//!   requests (given to the shell's HTTP library);
+//! * [`sniff`] — reading a request head to tell watches (streamed by the shell), plain
+//!   requests (given to the shell's HTTP library) and heads to refuse apart;
 //! * [`Shared`] — the engine behind a mutex with the watches' wake-ups, the connection count,
 //!   the heartbeat timer loop and the shutdown latch, on the runtime-free primitives of
 //!   [`sync`];
-//! * [`etcd`] — the etcd sync driver over a shell's [`etcd::EtcdClient`], and the demo data;
+//! * [`socket`] — the two traits a shell implements ([`socket::Socket`],
+//!   [`socket::Runtime`]) and the socket routines written on them (writing, lingering close,
+//!   refusing);
+//! * [`watch`] — the one watch-stream loop;
+//! * [`etcd`] — the etcd driver over a shell's [`etcd::EtcdClient`], and the demo data;
+//! * [`service`] — the life of the process: start, accept loop, signals, drain;
 //! * logging set-up and the start-up messages both shells print.
 //!
-//! No async runtime, socket or thread here (`cargo tree -p lainlet-shell-common` has no tokio
-//! and no smol).
+//! No async runtime, socket type or thread here (`cargo tree -p lainlet-shell-common` has no
+//! tokio and no smol): the shells lend theirs through the traits of [`socket`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod etcd;
+pub mod service;
 pub mod shared;
 pub mod sniff;
+pub mod socket;
 pub mod sync;
+pub mod watch;
 
 use std::io::IsTerminal;
 

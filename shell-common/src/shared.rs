@@ -8,14 +8,15 @@
 //! lends is its sleep function ([`Shared::run_timer`]).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use lainlet_core::{Engine, Frame, Reply, Request, RequestContext, SubscriberId};
+use lainlet_core::{Engine, Frame, Method, Reply, Request, RequestContext, Response, SubscriberId};
+use tracing::{debug, error};
 
+use crate::socket::Runtime;
 use crate::sync::{first, Either, Latch, Notify};
 
 /// The engine and its companions; one per process, behind an `Arc`.
@@ -71,18 +72,33 @@ impl Shared {
     /// (registered under the same lock, so no wake-up can be missed) and re-arms the timer.
     pub fn request(&self, request: &Request<'_>, ctx: &RequestContext) -> Opened {
         let mut inner = self.lock();
-        let reply = inner.engine.handle_request(request, ctx);
-        let notify = match reply {
+        let opened = match inner.engine.handle_request(request, ctx) {
             Reply::Stream(id) => {
                 let notify = Arc::new(Notify::new());
                 inner.wakers.insert(id, notify.clone());
                 self.timer.notify();
-                Some(notify)
+                Opened::Stream { id, notify }
             }
-            Reply::Response(_) => None,
+            Reply::Response(r) => Opened::Response(r),
         };
         inner.wake();
-        Opened { reply, notify }
+        opened
+    }
+
+    /// Answers a plain request (what a shell's HTTP library hands over) from `peer`. The
+    /// sniffer keeps every watch away from the HTTP library, so a stream here is refused.
+    pub fn answer(&self, method: &str, target: &str, peer: IpAddr) -> Response {
+        let request = Request::new(Method::parse(method), target);
+        let response = match self.request(&request, &self.context(peer)) {
+            Opened::Response(r) => r,
+            Opened::Stream { id, .. } => {
+                error!(%peer, target, "a watch request reached the HTTP library; refusing it");
+                self.disconnect(id);
+                Response::text(500, "lainlet: this watch request could not be served")
+            }
+        };
+        debug!(%peer, method, target, status = response.status, "request");
+        response
     }
 
     /// The request context for a caller at `peer`, now.
@@ -106,6 +122,17 @@ impl Shared {
         inner.wakers.remove(&id);
         inner.engine.handle_disconnect(id);
         inner.wake();
+    }
+
+    /// The answer to a connection beyond the connection limit.
+    pub fn too_many(max_connections: usize) -> Response {
+        Response::text(
+            503,
+            format!(
+                "lainlet: too many open connections (the limit is {max_connections}); \
+                 try again later\n"
+            ),
+        )
     }
 
     /// Counts one more open HTTP connection for as long as the guard lives.
@@ -137,18 +164,14 @@ impl Shared {
         self.shutdown.set();
     }
 
-    /// Drives heartbeats until shutdown: sleeps (with the shell's `sleep_until`) until
-    /// [`Engine::poll_timeout`], calls [`Engine::handle_timeout`], and re-arms when a new watch
-    /// opens.
-    pub async fn run_timer<F: Future<Output = ()>>(
-        self: Arc<Self>,
-        sleep_until: impl Fn(Instant) -> F,
-    ) {
+    /// Drives heartbeats until shutdown: sleeps until [`Engine::poll_timeout`], calls
+    /// [`Engine::handle_timeout`], and re-arms when a new watch opens.
+    pub async fn run_timer<R: Runtime>(self: Arc<Self>, rt: R) {
         loop {
             let next = self.lock().engine.poll_timeout();
             let sleep = async {
                 match next {
-                    Some(at) => sleep_until(at).await,
+                    Some(at) => rt.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -164,11 +187,16 @@ impl Shared {
 }
 
 /// The result of [`Shared::request`].
-pub struct Opened {
-    /// The engine's answer.
-    pub reply: Reply,
-    /// For [`Reply::Stream`]: notified whenever the watch has something to write.
-    pub notify: Option<Arc<Notify>>,
+pub enum Opened {
+    /// Send this response.
+    Response(Response),
+    /// A watch: stream the frames of `id`, polling again whenever `notify` fires.
+    Stream {
+        /// The watch.
+        id: SubscriberId,
+        /// Notified whenever the watch has something to write.
+        notify: Arc<Notify>,
+    },
 }
 
 /// One open HTTP connection, counted until dropped.

@@ -22,13 +22,13 @@ use std::net::IpAddr;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 
-use async_io::Async;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use lainlet_core::{Method, Reply, Request, Response};
-use lainlet_shell_common::sniff::{origin_form, MAX_HEADERS};
+use lainlet_core::Response;
+use lainlet_shell_common::sniff::{origin_form, Refusal, MAX_HEADERS};
 use lainlet_shell_common::Shared;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::Async;
 use tiny_http::{Header, StatusCode};
-use tracing::{debug, error};
+use tracing::debug;
 
 /// The header that carries the TCP peer's address from the front to tiny_http.
 pub const PEER_HEADER: &str = "X-Lainlet-Peer";
@@ -62,32 +62,48 @@ impl Backend {
         })
     }
 
-    /// Sends one forwarded request head to tiny_http and returns its whole response.
+    /// Sends one forwarded request head to tiny_http and returns its whole response. A head
+    /// tiny_http closes on without an answer gets the sniffer's `400`.
     pub async fn exchange(&self, head: &[u8]) -> io::Result<Vec<u8>> {
         // A local connect does not wait for the accept, only for room in the backlog.
         let stream = Async::new(UnixStream::connect_addr(&self.addr)?)?;
         (&stream).write_all(head).await?;
         let mut response = Vec::new();
         (&stream).read_to_end(&mut response).await?;
-        strip_server_header(&mut response);
+        if response.is_empty() {
+            return Ok(Refusal::Malformed.response().to_http1(false));
+        }
+        strip_server_header(&mut response)?;
         Ok(response)
     }
 }
 
 /// tiny_http adds `Server: tiny-http (Rust)` to every response; the tokio shell (and the
-/// original) send no `Server` header, so it is taken out of the head again.
-fn strip_server_header(response: &mut Vec<u8>) {
-    const SERVER: &[u8] = b"\r\nServer: tiny-http (Rust)\r\n";
-    let head_end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(0);
-    let found = response[..head_end + 2]
-        .windows(SERVER.len())
-        .position(|w| w == SERVER);
-    if let Some(at) = found {
-        response.drain(at..at + SERVER.len() - 2);
+/// original) send no `Server` header, so it is taken out of the head again. Fails when the
+/// bytes are not a complete response head.
+fn strip_server_header(response: &mut Vec<u8>) -> io::Result<()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let bad = |what: &str| io::Error::other(format!("tiny_http sent {what}"));
+    match parsed.parse(response) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("a truncated response head")),
+        Err(e) => return Err(bad(&format!("an invalid response head ({e})"))),
     }
+    let server = parsed
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("server"))
+        .map(|h| {
+            // The header's line: from its name to the end of its value and the CRLF.
+            let start = h.name.as_ptr() as usize - response.as_ptr() as usize;
+            let end = h.value.as_ptr() as usize - response.as_ptr() as usize + h.value.len();
+            (start, end + 2)
+        });
+    if let Some((start, end)) = server.filter(|&(_, end)| end <= response.len()) {
+        response.drain(start..end);
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -168,30 +184,11 @@ fn handle_requests(server: &tiny_http::Server, shared: &Shared) {
             let _ = rq.respond(tiny_http::Response::empty(StatusCode(400)));
             continue;
         };
-        let method = Method::parse(rq.method().as_str());
-        let request = Request::new(method, origin_form(rq.url()));
-        let opened = shared.request(&request, &shared.context(peer));
-        let response = match opened.reply {
-            Reply::Response(r) => r,
-            Reply::Stream(id) => {
-                // Unreachable: the front streams every watch itself.
-                error!(%peer, url = rq.url(), "a watch request reached tiny_http; refusing it");
-                shared.disconnect(id);
-                Response {
-                    status: 500,
-                    content_type: "text/plain; charset=utf-8",
-                    nosniff: false,
-                    body: bytes::Bytes::from_static(
-                        b"lainlet: this watch request could not be served",
-                    ),
-                }
-            }
-        };
-        debug!(%peer, method = %rq.method(), uri = rq.url(), status = response.status, "request");
-        let mut headers = vec![header("Content-Type", response.content_type)];
-        if response.nosniff {
-            headers.push(header("X-Content-Type-Options", "nosniff"));
-        }
+        let response: Response = shared.answer(rq.method().as_str(), origin_form(rq.url()), peer);
+        let headers = response
+            .headers()
+            .filter_map(|(n, v)| Header::from_bytes(n.as_bytes(), v.as_bytes()).ok())
+            .collect();
         let length = response.body.len();
         let out = tiny_http::Response::new(
             StatusCode(response.status),
@@ -204,10 +201,6 @@ fn handle_requests(server: &tiny_http::Server, shared: &Shared) {
             debug!(%peer, "response not delivered to the front: {e}");
         }
     }
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
 }
 
 #[cfg(test)]
@@ -245,10 +238,15 @@ mod tests {
         let mut r = b"HTTP/1.1 200 OK\r\nServer: tiny-http (Rust)\r\nDate: x\r\n\r\n\
                       Server: tiny-http (Rust)\r\n"
             .to_vec();
-        strip_server_header(&mut r);
+        strip_server_header(&mut r).unwrap();
         assert_eq!(
             r,
             b"HTTP/1.1 200 OK\r\nDate: x\r\n\r\nServer: tiny-http (Rust)\r\n"
         );
+        assert!(strip_server_header(&mut b"HTTP/1.1 200 OK\r\nDa".to_vec()).is_err());
+        assert!(strip_server_header(&mut b"\x00garbage".to_vec()).is_err());
+        let mut plain = b"HTTP/1.1 200 OK\r\n\r\nbody".to_vec();
+        strip_server_header(&mut plain).unwrap();
+        assert_eq!(plain, b"HTTP/1.1 200 OK\r\n\r\nbody");
     }
 }

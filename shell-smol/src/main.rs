@@ -1,14 +1,15 @@
-//! `lainlet-smol`: the same service as `lainlet`, from the same core, on smol's runtime parts
-//! (async-io for sockets and timers, async-executor for tasks), tiny_http for plain HTTP and
-//! etcd's v3 JSON gateway for etcd — no tokio anywhere in its dependency tree. It proves that
-//! the core does not depend on a runtime.
+//! `lainlet-smol`: the same service as `lainlet`, from the same core, on smol, tiny_http for
+//! plain HTTP and etcd's v3 JSON gateway (through trillium-client) for etcd — no tokio anywhere
+//! in its dependency tree. It proves that the core does not depend on a runtime.
 //!
-//! * [`front`] — the public listener; each connection's request heads are read by an async
-//!   task that streams watches itself ([`watch`]) and gives plain requests to tiny_http
-//!   ([`backend`]), so no thread waits for an idle watch;
-//! * [`gateway`] — etcd through the JSON gateway, over the small [`http_client`];
-//! * everything else (command line, the engine's wake-ups, the etcd sync driver, request
-//!   sniffing) is `lainlet-shell-common`, shared with the tokio shell.
+//! * [`front`] — each connection's request heads are read by an async task that streams
+//!   watches (the common watch loop) and gives plain requests to tiny_http ([`backend`]), so
+//!   no thread waits for an idle watch;
+//! * [`gateway`] — etcd through the JSON gateway;
+//! * [`rt`] — smol's listener, socket and timer for the common code;
+//! * everything else (command line, the process's life, the engine's wake-ups, the etcd
+//!   driver, request sniffing, the watch stream) is `lainlet-shell-common`, shared with the
+//!   tokio shell.
 //!
 //! One executor thread runs every task (accept, connections, watches, etcd, heartbeats);
 //! tiny_http adds its accept thread, its pool (4 threads, more only while many requests are
@@ -18,120 +19,97 @@
 mod backend;
 mod front;
 mod gateway;
-mod http_client;
-mod watch;
+mod rt;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use async_executor::Executor;
-use async_io::{Async, Timer};
 use async_signal::{Signal, Signals};
-use futures_lite::StreamExt;
-use lainlet_core::Engine;
-use lainlet_shell_common::etcd::XorShift;
+use lainlet_shell_common::service::{self, Accepted, Started};
+use lainlet_shell_common::socket::refuse;
 use lainlet_shell_common::{Cli, Shared};
-use tracing::{error, info, warn};
+use smol::stream::StreamExt;
+use smol::Executor;
+use tracing::{error, warn};
 
 use crate::backend::Backend;
 use crate::front::Front;
+use crate::rt::{Listener, Smol};
 
-/// How long shutdown waits for connections to finish.
-const DRAIN: Duration = Duration::from_secs(2);
 const PACKAGE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn main() -> ExitCode {
-    let cli = Cli::from_env("lainlet-smol");
-    if cli.version {
-        lainlet_shell_common::print_version(PACKAGE, VERSION);
+    let Some(cli) = service::init("lainlet-smol", PACKAGE, VERSION, env!("CARGO_CRATE_NAME"))
+    else {
         return ExitCode::SUCCESS;
-    }
-    lainlet_shell_common::init_logging(cli.debug, env!("CARGO_CRATE_NAME"));
+    };
     let ex = Arc::new(Executor::new());
-    async_io::block_on(ex.run(run(cli, ex.clone())))
-}
-
-/// The async-io sleep the common loops are lent.
-async fn sleep_until(at: Instant) {
-    Timer::at(at).await;
+    smol::block_on(ex.run(run(cli, ex.clone())))
 }
 
 async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
-    let listener = match cli
-        .bind()
-        .and_then(|l| Async::new(l).map_err(|e| e.to_string()))
+    if let Some(e) = cli
+        .etcd_endpoints()
+        .iter()
+        .find(|e| !e.starts_with("http://"))
     {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
+        error!("--etcd {e}: lainlet-smol reaches etcd over plain http only (lainlet has TLS)");
+        return ExitCode::from(2);
+    }
+    let started = match Started::new(cli, PACKAGE, VERSION, Listener::new) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let local = listener
-        .get_ref()
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let config = cli.engine_config();
-    let hostname = config.hostname.clone();
-    let shared = Shared::new(Engine::new(config));
+    let listener = started.listener;
+    let shared = started.shared;
     match Signals::new([Signal::Term, Signal::Int]) {
         Ok(signals) => ex.spawn(on_signals(shared.clone(), signals)).detach(),
         Err(e) => warn!("cannot install signal handlers: {e}"),
     }
-    let backend = match Backend::start(shared.clone(), XorShift::seeded().next_u64()) {
+    let backend = match Backend::start(shared.clone(), lainlet_shell_common::cli::random_seed()) {
         Ok(b) => b,
         Err(e) => {
             error!("cannot start the HTTP backend (tiny_http): {e}");
             return ExitCode::FAILURE;
         }
     };
-    let endpoints = cli.etcd_endpoints();
-    if endpoints.is_empty() {
-        lainlet_shell_common::start_demo(&shared, &cli);
-    } else {
-        if let Some(e) = endpoints.iter().find(|e| !e.starts_with("http://")) {
-            error!("--etcd {e}: lainlet-smol reaches etcd over plain http only (lainlet has TLS)");
-            return ExitCode::from(2);
-        }
-        let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
-        let client = gateway::GatewayClient::new(credentials);
-        info!(
-            "following etcd at {} (v3 JSON gateway)",
-            endpoints.join(",")
-        );
+    if !started.endpoints.is_empty() {
+        let cli = &started.cli;
+        let client =
+            gateway::GatewayClient::new(cli.etcd_user.clone().zip(cli.etcd_password.clone()));
         let follow =
-            lainlet_shell_common::etcd::follow(shared.clone(), endpoints, client, sleep_until);
+            lainlet_shell_common::etcd::follow(shared.clone(), started.endpoints, client, Smol);
         ex.spawn(follow).detach();
     }
-    lainlet_shell_common::log_listening(PACKAGE, VERSION, &local, &cli, &hostname);
-    ex.spawn(shared.clone().run_timer(sleep_until)).detach();
+    ex.spawn(shared.clone().run_timer(Smol)).detach();
     let front = Arc::new(Front {
         shared: shared.clone(),
         backend,
-        max_connections: cli.max_connections,
     });
-    front::serve(front, listener, ex.clone()).await;
-    // Shutdown: the listener is closed; watch streams and idle connections are ending.
-    let deadline = Instant::now() + DRAIN;
-    while shared.connection_count() > 0 && Instant::now() < deadline {
-        Timer::after(Duration::from_millis(10)).await;
-    }
-    info!("stopped ({} connections left)", shared.connection_count());
-    ExitCode::SUCCESS
+    let max = started.cli.max_connections;
+    service::accept(&shared, &Smol, &listener, max, |accepted| match accepted {
+        Accepted::Serve { socket, peer, open } => {
+            ex.spawn(front::connection(front.clone(), socket, peer, open))
+                .detach();
+        }
+        Accepted::Refuse { socket, response } => {
+            ex.spawn(async move { refuse(&Smol, &socket, &response).await })
+                .detach();
+        }
+    })
+    .await;
+    service::drain(&shared, &Smol).await
 }
 
-/// Begins shutdown on the first SIGTERM or SIGINT; exits at once on a second one.
+/// Shutdown on SIGTERM or SIGINT (see [`service::on_signal`]).
 async fn on_signals(shared: Arc<Shared>, mut signals: Signals) {
-    match signals.next().await {
-        Some(Ok(Signal::Term)) => info!("SIGTERM: shutting down"),
-        Some(Ok(_)) => info!("SIGINT: shutting down"),
-        _ => return,
+    while let Some(Ok(signal)) = signals.next().await {
+        let name = if signal == Signal::Term {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        };
+        service::on_signal(&shared, name);
     }
-    shared.begin_shutdown();
-    signals.next().await;
-    warn!("second signal: exiting now");
-    std::process::exit(130);
 }

@@ -1,6 +1,6 @@
 //! The etcd client of the production shell: etcd-client (gRPC over HTTP/2, optional TLS and
-//! authentication, keep-alive pings) behind the common [`EtcdClient`] interface. The sync
-//! policy, revisions and back-off are in `lainlet_shell_common::etcd::follow` and the core.
+//! authentication, keep-alive pings) behind the common [`EtcdClient`] interface. The policy,
+//! revisions and back-off are the core's, driven by `lainlet_shell_common::etcd::follow`.
 
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
-//! The HTTP side: the accept loop with its connection limit, one hyper HTTP/1.1 connection per
-//! socket, and the request → engine → response mapping.
+//! The HTTP side: one hyper HTTP/1.1 connection per socket, and the engine's responses as
+//! hyper responses.
 //!
 //! Every connection runs hyper over a [`SniffIo`] (see `io.rs` for why): hyper answers the
-//! plain requests, and when the sniffer has withheld a watch request, hyper hands the socket
-//! back and `watch.rs` streams the watch on it with the original's exact head.
+//! plain requests; when the sniffer has withheld a watch request or refused a head, hyper hands
+//! the socket back and the common code streams the watch or writes the refusal.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -11,62 +11,29 @@ use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::StatusCode;
-use lainlet_core::{Method, Reply, Request, Response};
 use lainlet_shell_common::sniff::{MAX_HEAD, MAX_HEADERS};
-use lainlet_shell_common::{OpenConnection, Shared};
-use tokio::io::AsyncWrite;
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, error, warn};
+use lainlet_shell_common::socket::close;
+use lainlet_shell_common::{watch, OpenConnection, Shared};
+use tracing::debug;
 
-use crate::io::SniffIo;
-use crate::watch;
+use crate::io::{SniffIo, Takeover};
+use crate::rt::{Tcp, Tokio};
 
-/// How long a refused or finished connection waits for the client to close (so that the last
-/// bytes written are not destroyed by a reset).
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Accepts connections until shutdown. Beyond `max_connections` open connections, a new one
-/// is answered `503` and closed.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, max_connections: usize) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shared.shut_down() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let open = shared.open_connection();
-        if open.count > max_connections {
-            drop(open);
-            debug!(%peer, "connection refused: limit of {max_connections} reached");
-            tokio::spawn(refuse(tcp, max_connections));
-            continue;
-        }
-        tokio::spawn(serve_connection(
-            shared.clone(),
-            open,
-            tcp,
-            peer.ip().to_canonical(),
-        ));
-    }
-}
-
-async fn serve_connection(shared: Arc<Shared>, open: OpenConnection, tcp: TcpStream, peer: IpAddr) {
+/// Serves one connection: hyper for its plain requests, then the watch or refusal the
+/// sniffer took away from hyper, if any.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    open: OpenConnection,
+    tcp: tokio::net::TcpStream,
+    peer: IpAddr,
+) {
     let for_service = shared.clone();
     let service = service_fn(move |req| {
         std::future::ready(Ok::<_, Infallible>(answer(&for_service, peer, &req)))
@@ -91,59 +58,39 @@ async fn serve_connection(shared: Arc<Shared>, open: OpenConnection, tcp: TcpStr
     if let Err(e) = &result {
         debug!(%peer, "connection ended: {e}");
     }
-    let (tcp, unwritten, watch) = conn.into_parts().io.into_parts();
-    match watch {
-        Some(request) if result.is_ok() && !graceful => {
+    let (tcp, unwritten, takeover) = conn.into_parts().io.into_parts();
+    let tcp = Tcp(tcp);
+    match takeover {
+        Some(Takeover::Watch(request)) if result.is_ok() && !graceful => {
             // A task of its own: the memory of this (hyper-sized) one is released.
             tokio::spawn(async move {
-                watch::serve(&shared, tcp, unwritten, request, peer).await;
+                watch::serve(&shared, &Tokio, &tcp, &unwritten, &request, peer).await;
                 drop(open);
             });
         }
-        _ => close(tcp, &unwritten).await,
+        Some(Takeover::Refuse(refusal)) if result.is_ok() => {
+            debug!(%peer, "refused: {refusal:?}");
+            let mut bytes = unwritten;
+            bytes.extend(refusal.response().to_http1(false));
+            close(&Tokio, &tcp, &bytes).await;
+        }
+        _ => close(&Tokio, &tcp, &unwritten).await,
     }
 }
 
-/// One plain request through the engine.
+/// One plain request through the engine, as a hyper response.
 fn answer(
     shared: &Shared,
     peer: IpAddr,
     req: &hyper::Request<Incoming>,
 ) -> hyper::Response<OnceBody> {
-    let method = Method::parse(req.method().as_str());
-    let request = Request {
-        method,
-        path: req.uri().path(),
-        query: req.uri().query().unwrap_or(""),
-    };
-    let opened = shared.request(&request, &shared.context(peer));
-    let response = match opened.reply {
-        Reply::Response(r) => r,
-        Reply::Stream(id) => {
-            // Unreachable: the sniffer takes every watch away from hyper.
-            error!(%peer, uri = %req.uri(), "a watch request reached hyper; refusing it");
-            shared.disconnect(id);
-            Response {
-                status: 500,
-                content_type: "text/plain; charset=utf-8",
-                nosniff: false,
-                body: Bytes::from_static(b"lainlet: this watch request could not be served"),
-            }
-        }
-    };
-    debug!(%peer, method = %req.method(), uri = %req.uri(), status = response.status, "request");
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let response = shared.answer(req.method().as_str(), target, peer);
     let mut out = hyper::Response::new(OnceBody(Some(response.body.clone())));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
     let headers = out.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(response.content_type),
-    );
-    if response.nosniff {
-        headers.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
+    for (name, value) in response.headers() {
+        headers.insert(name, HeaderValue::from_static(value));
     }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(response.body.len()));
     if req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
@@ -173,61 +120,5 @@ impl Body for OnceBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
-/// Answers a connection beyond the limit with `503` and closes it.
-async fn refuse(tcp: TcpStream, max_connections: usize) {
-    let text = format!(
-        "lainlet: too many open connections (the limit is {max_connections}); try again later\n"
-    );
-    let bytes = Response {
-        status: 503,
-        content_type: "text/plain; charset=utf-8",
-        nosniff: false,
-        body: Bytes::from(text),
-    }
-    .to_http1(false);
-    let _ = tokio::time::timeout(LINGER, write_all(&tcp, &bytes)).await;
-    close(tcp, &[]).await;
-}
-
-/// Writes `bytes` on a socket shared with readers (`&TcpStream`).
-pub async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        tcp.writable().await?;
-        match tcp.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes what is left, sends FIN, and waits (briefly) for the client to close, discarding
-/// what it sends, so that the last bytes arrive rather than a reset.
-pub async fn close(mut tcp: TcpStream, unwritten: &[u8]) {
-    let linger = async {
-        write_all(&tcp, unwritten).await?;
-        poll_fn(|cx| Pin::new(&mut tcp).poll_shutdown(cx)).await?;
-        loop {
-            tcp.readable().await?;
-            if !discard(&tcp)? {
-                return Ok::<(), std::io::Error>(());
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, linger).await;
-}
-
-/// Reads and drops what the client sent; `Ok(false)` once it has closed.
-pub fn discard(tcp: &TcpStream) -> std::io::Result<bool> {
-    let mut scratch = [0u8; 2048];
-    match tcp.try_read(&mut scratch) {
-        Ok(0) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(e),
     }
 }

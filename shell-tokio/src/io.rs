@@ -14,11 +14,12 @@
 //!
 //! [`SniffIo`] sits between the socket and hyper. At every request boundary it waits for the
 //! complete request head and sniffs it (`lainlet_shell_common::sniff`, shared with the smol
-//! shell): the core says whether it is a watch ([`lainlet_core::Request::is_watch`]). Ordinary requests pass through to hyper untouched
-//! (with their `Content-Length` body, then the next boundary). A watch request is withheld and
+//! shell). Ordinary requests pass through to hyper untouched (with their `Content-Length` body,
+//! then the next boundary). A watch request, or a head the sniffer refuses, is withheld and
 //! hyper reads end-of-stream instead: it finishes what it was doing and returns the connection
-//! (`Connection::without_shutdown`), and the shell writes the SSE head and frames itself (see
-//! `watch.rs`). So hyper keeps serving every plain request (keep-alive, HEAD, `Date`, errors),
+//! (`Connection::without_shutdown`), and the shell takes over ([`Takeover`]): it streams the
+//! watch with the original's exact bytes (`lainlet_shell_common::watch`), or writes the
+//! refusal and closes. So hyper keeps serving every plain request (keep-alive, HEAD, `Date`),
 //! and every watch — first request of a connection or after keep-alive GETs — gets the exact
 //! bytes of the original.
 //!
@@ -31,16 +32,15 @@
 //!   client that does not read, no further request is passed to hyper.
 //! * hyper must run with `half_close(true)`, so it never probes for end-of-stream while a
 //!   request is being answered.
-//! * Whatever cannot be sniffed (a head over `MAX_HEAD`, a parse error, a chunked request
-//!   body) switches the connection to plain pass-through: hyper answers the error itself, and a
-//!   later watch on such a connection is streamed by hyper (see `http.rs`).
+//! * A chunked request body cannot be followed here: the connection switches to plain
+//!   pass-through for the rest of its life, and the response closes it (see `http.rs`).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use lainlet_shell_common::sniff::{sniff, Body, Sniffed, WatchRequest};
+use lainlet_shell_common::sniff::{sniff, Body, Refusal, Sniffed, WatchRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -57,6 +57,15 @@ enum ReadState {
     Opaque,
 }
 
+/// What the shell does with a connection hyper handed back.
+#[derive(Debug)]
+pub enum Takeover {
+    /// Stream this watch.
+    Watch(WatchRequest),
+    /// Answer the refusal and close.
+    Refuse(Refusal),
+}
+
 /// The socket with a read-side request sniffer and an always-accepting write side.
 pub struct SniffIo {
     tcp: TcpStream,
@@ -64,7 +73,7 @@ pub struct SniffIo {
     rpos: usize,
     state: ReadState,
     wbuf: Vec<u8>,
-    watch: Option<WatchRequest>,
+    takeover: Option<Takeover>,
 }
 
 impl SniffIo {
@@ -76,13 +85,13 @@ impl SniffIo {
             rpos: 0,
             state: ReadState::Boundary,
             wbuf: Vec::new(),
-            watch: None,
+            takeover: None,
         }
     }
 
-    /// The socket, the response bytes not yet written to it, and the withheld watch request.
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>, Option<WatchRequest>) {
-        (self.tcp, self.wbuf, self.watch)
+    /// The socket, the response bytes not yet written to it, and what the shell takes over.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>, Option<Takeover>) {
+        (self.tcp, self.wbuf, self.takeover)
     }
 
     /// Reads more bytes from the socket into the buffer; `Ok(0)` at end of stream.
@@ -119,7 +128,7 @@ impl Read for SniffIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.watch.is_some() {
+            if this.takeover.is_some() {
                 return Poll::Ready(Ok(())); // end of stream for hyper
             }
             if this.wbuf.len() >= WRITE_LIMIT {
@@ -131,8 +140,11 @@ impl Read for SniffIo {
             match this.state {
                 ReadState::Boundary if avail > 0 => match sniff(&this.rbuf[this.rpos..]) {
                     Sniffed::Partial => {}
-                    Sniffed::Invalid
-                    | Sniffed::Plain {
+                    Sniffed::Refuse(refusal) => {
+                        this.takeover = Some(Takeover::Refuse(refusal));
+                        continue;
+                    }
+                    Sniffed::Plain {
                         body: Body::Chunked,
                         ..
                     } => {
@@ -148,7 +160,7 @@ impl Read for SniffIo {
                     }
                     Sniffed::Watch { head, request } => {
                         this.rpos += head;
-                        this.watch = Some(request);
+                        this.takeover = Some(Takeover::Watch(request));
                         continue;
                     }
                 },
@@ -172,10 +184,9 @@ impl Read for SniffIo {
                 _ => {}
             }
             if ready!(this.poll_fill(cx))? == 0 {
-                if this.rbuf.len() > this.rpos {
-                    // A partial head before end of stream: let hyper report it.
-                    this.state = ReadState::Opaque;
-                    continue;
+                if this.state == ReadState::Boundary && this.rbuf.len() > this.rpos {
+                    // A partial head before end of stream.
+                    this.takeover = Some(Takeover::Refuse(Refusal::Malformed));
                 }
                 return Poll::Ready(Ok(()));
             }

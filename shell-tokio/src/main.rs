@@ -1,13 +1,14 @@
 //! `lainlet`, the production shell: tokio, etcd-client and hyper around `lainlet-core`.
 //!
 //! The shell owns sockets, timers and tasks and makes no decisions; the core does, and what
-//! both shells share (command line, the engine's wake-ups, the etcd sync driver, request
-//! sniffing) is in `lainlet-shell-common`:
+//! both shells share (command line, the process's life, the engine's wake-ups, the etcd
+//! driver, request sniffing, the watch stream) is in `lainlet-shell-common`:
 //!
-//! * [`etcd`] — the etcd client (gRPC, etcd-client) the common sync driver uses,
-//! * [`http`] — the listener, the connection limit, and plain requests through hyper,
-//! * [`io`] — the request sniffer that keeps watch requests away from hyper,
-//! * [`watch`] — streaming a watch with the original's exact head and framing.
+//! * [`etcd`] — the etcd client (gRPC, etcd-client) the common etcd driver uses,
+//! * [`http`] — one hyper HTTP/1.1 connection per socket, and the engine's answers as hyper
+//!   responses,
+//! * [`io`] — the socket as hyper sees it, with watches and refused heads taken away,
+//! * [`rt`] — tokio's listener, socket and timer for the common code.
 //!
 //! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT) or `-v`; 1 when the listener cannot
 //! be bound; 2 for bad flags.
@@ -15,30 +16,27 @@
 mod etcd;
 mod http;
 mod io;
-mod watch;
+mod rt;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lainlet_core::Engine;
-use lainlet_shell_common::{Cli, Shared};
-use tokio::net::TcpListener;
+use lainlet_shell_common::service::{self, Accepted, Started};
+use lainlet_shell_common::socket::refuse;
+use lainlet_shell_common::Shared;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-/// How long shutdown waits for connections to finish.
-const DRAIN: Duration = Duration::from_secs(2);
+use crate::rt::{Listener, Tokio};
+
 const PACKAGE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn main() -> ExitCode {
-    let cli = Cli::from_env("lainlet");
-    if cli.version {
-        lainlet_shell_common::print_version(PACKAGE, VERSION);
+    let Some(cli) = service::init("lainlet", PACKAGE, VERSION, env!("CARGO_CRATE_NAME")) else {
         return ExitCode::SUCCESS;
-    }
-    lainlet_shell_common::init_logging(cli.debug, env!("CARGO_CRATE_NAME"));
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,59 +53,45 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(cli: Cli) -> ExitCode {
-    let listener = match cli.bind().and_then(|l| {
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        TcpListener::from_std(l).map_err(|e| e.to_string())
-    }) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
+async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
+    let started = match Started::new(cli, PACKAGE, VERSION, Listener::new) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let config = cli.engine_config();
-    let hostname = config.hostname.clone();
-    let shared = Shared::new(Engine::new(config));
+    let listener = started.listener;
+    let shared = started.shared;
     tokio::spawn(signals(shared.clone()));
-    let endpoints = cli.etcd_endpoints();
-    if endpoints.is_empty() {
-        lainlet_shell_common::start_demo(&shared, &cli);
-    } else {
-        let client = match etcd::GrpcClient::new(&cli) {
+    if !started.endpoints.is_empty() {
+        let client = match etcd::GrpcClient::new(&started.cli) {
             Ok(c) => c,
             Err(e) => {
                 error!("{e:#}");
                 return ExitCode::from(2);
             }
         };
-        info!("following etcd at {}", endpoints.join(","));
-        let sleep = |at: Instant| tokio::time::sleep_until(at.into());
+        let endpoints = started.endpoints;
         tokio::spawn(lainlet_shell_common::etcd::follow(
             shared.clone(),
             endpoints,
             client,
-            sleep,
+            Tokio,
         ));
     }
-    lainlet_shell_common::log_listening(PACKAGE, VERSION, &local, &cli, &hostname);
-    let sleep = |at: Instant| tokio::time::sleep_until(at.into());
-    tokio::spawn(shared.clone().run_timer(sleep));
-    http::serve(shared.clone(), listener, cli.max_connections).await;
-    // Shutdown: the listener is closed; watch streams and idle connections are ending.
-    let deadline = tokio::time::Instant::now() + DRAIN;
-    while shared.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    info!("stopped ({} connections left)", shared.connection_count());
-    ExitCode::SUCCESS
+    tokio::spawn(shared.clone().run_timer(Tokio));
+    let max = started.cli.max_connections;
+    service::accept(&shared, &Tokio, &listener, max, |accepted| match accepted {
+        Accepted::Serve { socket, peer, open } => {
+            tokio::spawn(http::serve_connection(shared.clone(), open, socket.0, peer));
+        }
+        Accepted::Refuse { socket, response } => {
+            tokio::spawn(async move { refuse(&Tokio, &socket, &response).await });
+        }
+    })
+    .await;
+    service::drain(&shared, &Tokio).await
 }
 
-/// Begins shutdown on the first SIGTERM or SIGINT; exits at once on a second one.
+/// Shutdown on SIGTERM or SIGINT (see [`service::on_signal`]).
 async fn signals(shared: Arc<Shared>) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -116,15 +100,11 @@ async fn signals(shared: Arc<Shared>) {
         warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        service::on_signal(&shared, name);
     }
-    shared.begin_shutdown();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    warn!("second signal: exiting now");
-    std::process::exit(130);
 }

@@ -1,7 +1,8 @@
 //! The raw mirror of etcd: which keys exist at which revision, which values failed to decode,
-//! and the rules that keep the decoded state consistent with etcd (DESIGN rules 1–3, 7).
+//! and the rules that keep the decoded state consistent with etcd (rules 1–3 and 7 in the crate docs).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 use crate::model::{decode_config, decode_node, DecodeError, Depends, PodGroup};
@@ -43,11 +44,30 @@ struct Entry {
     decoded: bool,
 }
 
+/// The kind of an applied operation, as `/debug`'s `LastEvent.Action` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A key was set.
+    Set,
+    /// A key was deleted.
+    Delete,
+}
+
+impl Action {
+    /// The original's action code (`1` set, `3` delete).
+    pub fn code(self) -> i64 {
+        match self {
+            Action::Set => 1,
+            Action::Delete => 3,
+        }
+    }
+}
+
 /// What an applied operation was, for `/debug`'s `LastEvent`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LastEvent {
-    /// 1 = set, 3 = delete, 4 = init (the original's action codes).
-    pub action: i64,
+    /// Set or delete.
+    pub action: Action,
     /// The etcd key.
     pub key: String,
     /// Its revision.
@@ -61,23 +81,68 @@ pub struct LastEvent {
 pub struct Mirror {
     entries: HashMap<String, Entry>,
     /// etcd key → the failure of its current value.
-    pub failures: BTreeMap<String, DecodeFailure>,
+    failures: BTreeMap<String, DecodeFailure>,
     /// The revision of the last applied snapshot or event batch; `None` before the first
     /// snapshot.
-    pub applied_revision: Option<i64>,
-    /// Per family, the last applied operation.
-    pub last_events: BTreeMap<Family, LastEvent>,
-    /// Per family, when the last operation was applied.
-    pub last_event_at: BTreeMap<Family, std::time::Instant>,
+    applied_revision: Option<i64>,
+    /// Per family, the last applied operation and when.
+    last_events: BTreeMap<Family, (LastEvent, Instant)>,
     /// Total number of values that failed to decode.
+    decode_failures_total: u64,
+}
+
+/// What the mirror reports about itself (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirrorStats {
+    /// etcd keys mirrored.
+    pub keys: usize,
+    /// Keys whose current value does not decode.
+    pub undecodable_keys: usize,
+    /// Values that failed to decode since start.
     pub decode_failures_total: u64,
-    /// The `now` of the operation being applied.
-    pub now: Option<std::time::Instant>,
 }
 
 impl Mirror {
-    /// Applies a put, appending what changed.
-    pub fn put(&mut self, state: &mut ClusterState, kv: KeyValue, changes: &mut Vec<Change>) {
+    /// The revision the mirror reflects; `None` before the first snapshot.
+    pub fn applied_revision(&self) -> Option<i64> {
+        self.applied_revision
+    }
+
+    /// Values that currently fail to decode, by etcd key.
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &DecodeFailure)> {
+        self.failures.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The last operation applied to `family`, and when.
+    pub fn last_event(&self, family: Family) -> Option<(&LastEvent, Instant)> {
+        self.last_events.get(&family).map(|(e, at)| (e, *at))
+    }
+
+    /// What the mirror reports about itself.
+    pub fn stats(&self) -> MirrorStats {
+        MirrorStats {
+            keys: self.entries.len(),
+            undecodable_keys: self.failures.len(),
+            decode_failures_total: self.decode_failures_total,
+        }
+    }
+
+    /// Marks `revision` as applied (a progress notification: etcd has sent every event up to
+    /// it). Ignored before the first snapshot.
+    pub fn advance_to(&mut self, revision: i64) {
+        if let Some(applied) = &mut self.applied_revision {
+            *applied = (*applied).max(revision);
+        }
+    }
+
+    /// Applies a put at `now`, appending what changed.
+    pub fn put(
+        &mut self,
+        now: Instant,
+        state: &mut ClusterState,
+        kv: KeyValue,
+        changes: &mut Vec<Change>,
+    ) {
         let Some((source, cache_key)) = classify(&kv.key) else {
             return;
         };
@@ -123,14 +188,22 @@ impl Mirror {
         };
         if changes.len() > mark {
             let value = std::sync::Arc::new(kv.value);
-            self.record(source, 1, &kv.key, kv.mod_revision, Some(value));
+            self.record(
+                now,
+                source,
+                Action::Set,
+                &kv.key,
+                kv.mod_revision,
+                Some(value),
+            );
         }
         self.entries.insert(kv.key, entry);
     }
 
-    /// Applies a delete, appending what changed. Removes exactly this key.
+    /// Applies a delete at `now`, appending what changed. Removes exactly this key.
     pub fn delete(
         &mut self,
+        now: Instant,
         state: &mut ClusterState,
         key: &str,
         revision: i64,
@@ -149,7 +222,7 @@ impl Mirror {
                 key,
                 kind: ChangeKind::Delete,
             }));
-            self.record(source, 3, key, revision, None);
+            self.record(now, source, Action::Delete, key, revision, None);
         }
     }
 
@@ -158,6 +231,7 @@ impl Mirror {
     /// snapshot first).
     pub fn apply_events(
         &mut self,
+        now: Instant,
         state: &mut ClusterState,
         events: impl IntoIterator<Item = WatchEvent>,
         changes: &mut Vec<Change>,
@@ -173,9 +247,9 @@ impl Mirror {
             }
             newest = newest.max(revision);
             match event {
-                WatchEvent::Put(kv) => self.put(state, kv, changes),
+                WatchEvent::Put(kv) => self.put(now, state, kv, changes),
                 WatchEvent::Delete { key, mod_revision } => {
-                    self.delete(state, &key, mod_revision, changes)
+                    self.delete(now, state, &key, mod_revision, changes)
                 }
             }
         }
@@ -186,6 +260,7 @@ impl Mirror {
     /// a compaction) are compared with the mirror and only real differences are applied.
     pub fn apply_snapshot(
         &mut self,
+        now: Instant,
         state: &mut ClusterState,
         snapshot: Snapshot,
         changes: &mut Vec<Change>,
@@ -203,7 +278,7 @@ impl Mirror {
         gone.sort();
         drop(present);
         for key in gone {
-            self.delete(state, &key, snapshot.revision, changes);
+            self.delete(now, state, &key, snapshot.revision, changes);
         }
         let mut kvs = snapshot.kvs;
         kvs.sort_by(|a, b| a.key.cmp(&b.key));
@@ -213,7 +288,7 @@ impl Mirror {
                 .get(&kv.key)
                 .is_some_and(|e| e.mod_revision == kv.mod_revision);
             if !unchanged {
-                self.put(state, kv, changes);
+                self.put(now, state, kv, changes);
             }
         }
         self.applied_revision = Some(snapshot.revision);
@@ -221,8 +296,9 @@ impl Mirror {
 
     fn record(
         &mut self,
+        now: Instant,
         source: Source,
-        action: i64,
+        action: Action,
         key: &str,
         revision: i64,
         value: Option<std::sync::Arc<Vec<u8>>>,
@@ -239,10 +315,7 @@ impl Mirror {
             &[source.family()]
         };
         for family in families {
-            self.last_events.insert(*family, event.clone());
-            if let Some(now) = self.now {
-                self.last_event_at.insert(*family, now);
-            }
+            self.last_events.insert(*family, (event.clone(), now));
         }
     }
 }

@@ -1,12 +1,22 @@
 //! The engine: the whole service logic behind one `&mut` API (see the crate docs for the run
 //! loop and the call-order contract).
+//!
+//! | part | what it owns |
+//! | --- | --- |
+//! | [`mirror`] | which etcd keys exist at which revision, the applied revision, bad values |
+//! | [`views`] | each distinct (endpoint, selection): its rendering, fragments, watchers |
+//! | [`subscribers`] | each watch: its latest-value slot, heartbeats, wake-ups |
+//! | [`etcd`] | the etcd connection policy and state |
+//! | [`observe`] | `/healthz`, `/metrics`, `/debug` from what each part reports |
 
+mod etcd;
 mod mirror;
 mod observe;
 mod subscribers;
 mod views;
 
-pub use mirror::{Change, ChangeKind, DecodeFailure};
+pub use etcd::EtcdStatus;
+pub use mirror::{Action, Change, DecodeFailure};
 pub use subscribers::DeliveryStats;
 pub use views::SubscriberId;
 
@@ -17,12 +27,15 @@ use bytes::Bytes;
 
 use crate::auth::{host_of, strip_port, Authorizer};
 use crate::error::ApiError;
-use crate::input::{EtcdStatus, Snapshot, WatchEvent};
+use crate::etcd::BackoffPolicy;
+use crate::input::{Snapshot, WatchEvent};
 use crate::json::to_bytes;
-use crate::request::{Endpoint, Method, Query, Request, Route};
+use crate::request::{Method, Query, Request, Route};
+use crate::response::{Reply, Response};
 use crate::sse::{frame_body, EventName, Frame};
 use crate::state::ClusterState;
-use crate::views::{resolve, RenderContext, ViewKey};
+use crate::views::{resolve, Endpoint, RenderContext, ViewKey};
+use etcd::EtcdLink;
 use mirror::Mirror;
 use subscribers::Subscribers;
 use views::ViewTable;
@@ -45,6 +58,12 @@ pub struct EngineConfig {
     pub max_unwatched_views: usize,
     /// The build's own version, shown by `/debug` and `/metrics`.
     pub build_version: String,
+    /// How many etcd endpoints the shell can connect to (`-etcd a,b,c`).
+    pub etcd_endpoints: usize,
+    /// Retry timing after etcd failures.
+    pub backoff: BackoffPolicy,
+    /// Seeds the back-off jitter (any value; a shell passes something random).
+    pub seed: u64,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +74,9 @@ impl Default for EngineConfig {
             auth: true,
             max_unwatched_views: 1024,
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            etcd_endpoints: 1,
+            backoff: BackoffPolicy::default(),
+            seed: 1,
         }
     }
 }
@@ -72,44 +94,6 @@ pub struct RequestContext {
     pub connections: usize,
 }
 
-/// A plain HTTP response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type` header value.
-    pub content_type: &'static str,
-    /// Whether to add `X-Content-Type-Options: nosniff` (the 404 of a wrong method).
-    pub nosniff: bool,
-    /// The body (the shell omits it for HEAD but keeps its length).
-    pub body: Bytes,
-}
-
-impl Response {
-    fn text(status: u16, body: impl Into<Bytes>) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            nosniff: false,
-            body: body.into(),
-        }
-    }
-
-    fn error(err: &ApiError) -> Response {
-        Response::text(err.status(), err.to_string())
-    }
-}
-
-/// What to do with a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// Send this response.
-    Response(Response),
-    /// Write [`crate::SSE_HEAD`], then the frames of [`Engine::poll_frame`] for this watch until
-    /// one says `close`; call [`Engine::handle_disconnect`] if the client goes away first.
-    Stream(SubscriberId),
-}
-
 /// The sans-IO lainlet engine. See the crate docs for the call-order contract.
 #[derive(Debug)]
 pub struct Engine {
@@ -118,7 +102,7 @@ pub struct Engine {
     mirror: Mirror,
     views: ViewTable,
     subs: Subscribers,
-    etcd: EtcdStatus,
+    etcd: EtcdLink,
     counters: observe::Counters,
 }
 
@@ -126,15 +110,14 @@ impl Engine {
     /// A new engine with no data: it answers 503 until the first snapshot.
     pub fn new(config: EngineConfig) -> Self {
         let views = ViewTable::new(config.max_unwatched_views);
+        let etcd = EtcdLink::new(&config);
         Engine {
             config,
             state: ClusterState::default(),
             mirror: Mirror::default(),
             views,
             subs: Subscribers::default(),
-            etcd: EtcdStatus::Disconnected {
-                reason: "not connected yet".to_owned(),
-            },
+            etcd,
             counters: observe::Counters::default(),
         }
     }
@@ -144,39 +127,34 @@ impl Engine {
     /// receive ordinary updates and deletes for what really changed.
     pub fn handle_snapshot(&mut self, now: Instant, snapshot: Snapshot) {
         let mut changes = Vec::new();
-        let first = self.mirror.applied_revision.is_none();
-        self.mirror.now = Some(now);
+        let first = self.mirror.applied_revision().is_none();
         self.mirror
-            .apply_snapshot(&mut self.state, snapshot, &mut changes);
+            .apply_snapshot(now, &mut self.state, snapshot, &mut changes);
+        self.etcd.handle_snapshot();
         self.counters.snapshots += 1;
         if first {
             self.counters.ready_at = Some(now);
         }
-        self.after_changes(now, &changes);
+        self.after_changes(&changes);
     }
 
     /// Applies the events of one etcd watch response (events of one revision belong to one
     /// response). Events at or below the applied revision are ignored.
     pub fn handle_events(&mut self, now: Instant, events: impl IntoIterator<Item = WatchEvent>) {
         let mut changes = Vec::new();
-        let before = self.mirror.applied_revision;
-        self.mirror.now = Some(now);
+        let before = self.mirror.applied_revision();
         self.mirror
-            .apply_events(&mut self.state, events, &mut changes);
-        if self.mirror.applied_revision != before {
+            .apply_events(now, &mut self.state, events, &mut changes);
+        if self.mirror.applied_revision() != before {
             self.counters.event_batches += 1;
         }
-        self.after_changes(now, &changes);
+        self.after_changes(&changes);
     }
 
-    /// Records the shell's etcd connection state (for `/healthz`, `/debug`, `/metrics`).
-    pub fn handle_etcd_status(&mut self, _now: Instant, status: EtcdStatus) {
-        if matches!(status, EtcdStatus::Disconnected { .. })
-            && !matches!(self.etcd, EtcdStatus::Disconnected { .. })
-        {
-            self.counters.etcd_disconnects += 1;
-        }
-        self.etcd = status;
+    /// Serves `snapshot` as a built-in data set, without etcd (demo mode).
+    pub fn handle_demo(&mut self, now: Instant, snapshot: Snapshot) {
+        self.handle_snapshot(now, snapshot);
+        self.etcd.handle_demo();
     }
 
     /// Answers one HTTP request.
@@ -239,12 +217,12 @@ impl Engine {
 
     /// Whether the first snapshot has been applied.
     pub fn is_ready(&self) -> bool {
-        self.mirror.applied_revision.is_some()
+        self.mirror.applied_revision().is_some()
     }
 
     /// The etcd revision the served state reflects.
     pub fn applied_revision(&self) -> Option<i64> {
-        self.mirror.applied_revision
+        self.mirror.applied_revision()
     }
 
     /// Number of open watch connections.
@@ -254,22 +232,22 @@ impl Engine {
 
     /// Delivery counters (frames, bytes, conflations, heartbeats).
     pub fn delivery_stats(&self) -> DeliveryStats {
-        self.subs.stats
+        self.subs.stats()
     }
 
     /// Values that currently fail to decode, by etcd key.
     pub fn decode_failures(&self) -> impl Iterator<Item = (&str, &DecodeFailure)> {
-        self.mirror.failures.iter().map(|(k, v)| (k.as_str(), v))
+        self.mirror.failures()
     }
 
-    fn after_changes(&mut self, _now: Instant, changes: &[Change]) {
+    fn after_changes(&mut self, changes: &[Change]) {
         if changes.is_empty() {
             return;
         }
         let ctx = RenderContext {
             hostname: &self.config.hostname,
         };
-        let updates = self.views.apply(changes, &self.state, ctx);
+        let updates = self.views.apply(changes, &self.state, &ctx);
         for update in updates {
             let body = frame_body(update.event, &update.data);
             let Some(view) = self.views.get_mut(&update.key) else {
@@ -294,12 +272,11 @@ impl Engine {
         };
         let resolved = if !self.is_ready() {
             Err(ApiError::NotReady)
-        } else if watch && endpoint == Endpoint::LocalSpec {
+        } else if watch && !endpoint.spec().watchable {
             Err(ApiError::WatchNotSupported)
         } else {
             let host = host_of(ctx.peer);
-            let auth = self.authorizer();
-            resolve(endpoint, query, &host, &auth)
+            resolve(endpoint, query, &host, &self.authorizer())
         };
         if !watch {
             let response = match resolved.and_then(|key| self.rendering(&key)) {
@@ -316,28 +293,18 @@ impl Engine {
         let ctx_render = RenderContext {
             hostname: &self.config.hostname,
         };
-        let view = self.views.view(&key, &self.state, ctx_render);
+        let view = self.views.view(&key, &self.state, &ctx_render);
         let base = view.touches;
         let (first, follows) = match view.rendering.as_ref().expect("rendered by view()") {
-            Ok(json) => {
-                let frame = Frame {
+            Ok(json) => (
+                Frame {
                     id: 1,
                     body: frame_body(EventName::Init, json),
                     close: false,
-                };
-                (frame, Some(key.clone()))
-            }
-            Err(e) => {
-                let body = frame_body(EventName::Error, e.to_string().as_bytes());
-                (
-                    Frame {
-                        id: 0,
-                        body,
-                        close: true,
-                    },
-                    None,
-                )
-            }
+                },
+                Some(key.clone()),
+            ),
+            Err(e) => (error_frame(e), None),
         };
         let id = self
             .subs
@@ -354,25 +321,14 @@ impl Engine {
         err: &ApiError,
         heartbeat: Option<Duration>,
     ) -> SubscriberId {
-        let body = frame_body(EventName::Error, err.to_string().as_bytes());
-        self.subs.open(
-            now,
-            None,
-            0,
-            Frame {
-                id: 0,
-                body,
-                close: true,
-            },
-            heartbeat,
-        )
+        self.subs.open(now, None, 0, error_frame(err), heartbeat)
     }
 
     fn rendering(&mut self, key: &ViewKey) -> Result<Bytes, ApiError> {
         let ctx = RenderContext {
             hostname: &self.config.hostname,
         };
-        let view = self.views.view(key, &self.state, ctx);
+        let view = self.views.view(key, &self.state, &ctx);
         view.rendering.clone().expect("rendered by view()")
     }
 
@@ -407,5 +363,14 @@ impl Engine {
             }
             Err(e) => Response::error(&e),
         }
+    }
+}
+
+/// The `error` frame that ends a watch (id 0, spec §3.3).
+fn error_frame(err: &ApiError) -> Frame {
+    Frame {
+        id: 0,
+        body: frame_body(EventName::Error, err.to_string().as_bytes()),
+        close: true,
     }
 }

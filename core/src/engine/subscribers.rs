@@ -1,15 +1,15 @@
-//! Watch connections: one latest-value slot each (DESIGN rule 6), wake-ups for the shell, and
+//! Watch connections: one latest-value slot each (rule 6 in the crate docs), wake-ups for the shell, and
 //! heartbeat deadlines.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::views::SubscriberId;
 use crate::sse::{frame_body, EventName, Frame};
-use crate::views::ViewKey;
+use crate::views::{Endpoint, ViewKey};
 
 #[derive(Debug)]
 struct Subscriber {
@@ -43,8 +43,7 @@ pub struct Subscribers {
     next_id: u64,
     wakeups: VecDeque<SubscriberId>,
     heartbeats: BinaryHeap<Reverse<(Instant, SubscriberId)>>,
-    /// Delivery counters.
-    pub stats: DeliveryStats,
+    stats: DeliveryStats,
 }
 
 impl Subscribers {
@@ -183,9 +182,18 @@ impl Subscribers {
         self.subs.len()
     }
 
-    /// Iterates the open watches with the view each follows.
-    pub fn views(&self) -> impl Iterator<Item = Option<&ViewKey>> {
-        self.subs.values().map(|s| s.view.as_ref())
+    /// Delivery counters.
+    pub fn stats(&self) -> DeliveryStats {
+        self.stats
+    }
+
+    /// Open watches per endpoint (watches that end with their first frame are not counted).
+    pub fn count_by_endpoint(&self) -> BTreeMap<Endpoint, usize> {
+        let mut counts = BTreeMap::new();
+        for view in self.subs.values().filter_map(|s| s.view.as_ref()) {
+            *counts.entry(view.endpoint).or_default() += 1;
+        }
+        counts
     }
 }
 

@@ -1,15 +1,15 @@
 //! The table of live views: each distinct (endpoint, selection) is rendered once per change
-//! and its bytes are shared by every GET and every watcher of it (DESIGN rule 4).
+//! and its bytes are shared by every GET and every watcher of it (rule 4 in the crate docs).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 
 use super::mirror::{Change, ChangeKind};
 use crate::error::ApiError;
 use crate::sse::EventName;
-use crate::state::{select, ClusterState, Family};
-use crate::views::{assemble, fragment, is_fragmented, render, Fragment, RenderContext, ViewKey};
+use crate::state::{ClusterState, Family};
+use crate::views::{render, FragmentSet, RenderContext, Renderer, ViewKey};
 
 /// Identifies one watch connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,9 +27,9 @@ pub struct View {
     pub rendering: Option<Rendering>,
     /// The watchers of this view.
     pub subscribers: BTreeSet<SubscriberId>,
-    /// For a watched view built from per-pod-group fragments: pod group key → fragment, so a
+    /// For a watched view built from per-pod-group fragments: the encoded fragments, so a
     /// change re-encodes only what it touched.
-    fragments: Option<BTreeMap<String, Fragment>>,
+    fragments: Option<FragmentSet>,
 }
 
 /// A change of a watched view's output, to be delivered to its subscribers.
@@ -52,7 +52,15 @@ pub struct ViewTable {
     /// family → selection prefix (`""` for `*`) → views with that selection.
     index: HashMap<Family, HashMap<String, Vec<ViewKey>>>,
     max_unwatched: usize,
-    /// Total renderings made (a metric).
+    renders_total: u64,
+}
+
+/// What the view table reports about itself (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewStats {
+    /// Distinct views held (watched or cached for GETs).
+    pub views: usize,
+    /// Renderings made since start.
     pub renders_total: u64,
 }
 
@@ -72,11 +80,11 @@ impl ViewTable {
         &mut self,
         key: &ViewKey,
         state: &ClusterState,
-        ctx: RenderContext<'_>,
+        ctx: &RenderContext<'_>,
     ) -> &mut View {
         if !self.views.contains_key(key) {
             self.evict_unwatched_if_full();
-            let prefix = index_prefix(&key.selector).to_owned();
+            let prefix = key.notify_prefix().to_owned();
             let bucket = self.index.entry(key.family()).or_default();
             bucket.entry(prefix).or_default().push(key.clone());
             self.views.insert(key.clone(), View::default());
@@ -94,10 +102,12 @@ impl ViewTable {
         self.views.get_mut(key)
     }
 
-    /// Number of views held.
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.views.len()
+    /// What the table reports about itself.
+    pub fn stats(&self) -> ViewStats {
+        ViewStats {
+            views: self.views.len(),
+            renders_total: self.renders_total,
+        }
     }
 
     /// Applies a batch of changes: every view whose selection prefixes a changed cache key is
@@ -107,7 +117,7 @@ impl ViewTable {
         &mut self,
         changes: &[Change],
         state: &ClusterState,
-        ctx: RenderContext<'_>,
+        ctx: &RenderContext<'_>,
     ) -> Vec<ViewUpdate> {
         // view → (whether every change that touched it was a delete, changed pod group keys)
         let mut touched: HashMap<&ViewKey, (bool, Vec<&str>)> = HashMap::new();
@@ -143,13 +153,21 @@ impl ViewTable {
                 continue;
             }
             self.renders_total += 1;
-            let new = if is_fragmented(key.endpoint) {
-                refresh_fragments(&mut view.fragments, &key, &changed, state, ctx)
-            } else {
-                render(state, &key, ctx)
+            let new = match key.endpoint.spec().renderer {
+                Renderer::Fragments { .. } => {
+                    let set = match &mut view.fragments {
+                        Some(set) => {
+                            set.refresh(&key, &changed, state, ctx);
+                            set
+                        }
+                        None => view.fragments.insert(FragmentSet::build(&key, state, ctx)),
+                    };
+                    set.assemble()
+                }
+                Renderer::Whole(_) => render(state, &key, ctx),
             };
             if view.rendering.as_ref() == Some(&new) {
-                continue; // unchanged output writes nothing (DESIGN rule 5)
+                continue; // unchanged output writes nothing (rule 5 in the crate docs)
             }
             let (event, data) = match &new {
                 Ok(json) if all_deleted => (EventName::Delete, json.clone()),
@@ -183,54 +201,5 @@ impl ViewTable {
             }
             bucket.retain(|_, keys| !keys.is_empty());
         }
-    }
-}
-
-/// Re-renders a fragmented view: only the fragments of `changed` pod groups are re-encoded,
-/// unless the view has none yet or its selection is an exact pod group key (spec §2.1: an exact
-/// hit selects only that key, which a change can switch on or off), when all are rebuilt.
-fn refresh_fragments(
-    fragments: &mut Option<BTreeMap<String, Fragment>>,
-    key: &ViewKey,
-    changed: &[&str],
-    state: &ClusterState,
-    ctx: RenderContext<'_>,
-) -> Rendering {
-    let selector = key.selector.as_str();
-    let exact_hit = selector != "*"
-        && (state.pod_groups.contains_key(selector)
-            || changed.contains(&selector)
-            || fragments.as_ref().is_some_and(|f| f.contains_key(selector)));
-    match fragments {
-        Some(cached) if !exact_hit => {
-            for &k in changed {
-                let selected = selector == "*" || k.starts_with(selector);
-                match state.pod_groups.get(k) {
-                    Some(pg) if selected => {
-                        cached.insert(k.to_owned(), fragment(key.endpoint, pg, ctx));
-                    }
-                    _ => {
-                        cached.remove(k);
-                    }
-                }
-            }
-        }
-        _ => {
-            let all = select(&state.pod_groups, selector)
-                .into_iter()
-                .map(|(k, pg)| (k.to_owned(), fragment(key.endpoint, pg, ctx)))
-                .collect();
-            *fragments = Some(all);
-        }
-    }
-    assemble(key.endpoint, fragments.iter().flat_map(|f| f.values()))
-}
-
-/// The prefix a selection is notified for: `*` watches everything (the empty prefix).
-fn index_prefix(selector: &str) -> &str {
-    if selector == "*" {
-        ""
-    } else {
-        selector
     }
 }

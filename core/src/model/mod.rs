@@ -9,8 +9,10 @@
 pub(crate) mod depends;
 mod podgroup;
 
-pub use depends::{Depends, PortalContainer, SharedPod};
-pub use podgroup::{Container, ContainerSpec, Dependency, Pod, PodGroup, StreamPort};
+pub use depends::Depends;
+#[cfg(test)]
+pub use podgroup::Pod;
+pub use podgroup::{Container, ContainerSpec, Dependency, PodGroup};
 
 use serde::{Deserialize, Deserializer};
 

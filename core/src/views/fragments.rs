@@ -1,132 +1,182 @@
-//! Views assembled from one JSON fragment per pod group: `/v2/procwatcher`,
-//! `/v2/coreinfowatcher`, `/v2/proxywatcher`, `/v2/webrouter/webprocs`,
-//! `/v2/rebellion/localprocs`, `/v2/backupspec`.
+//! Views assembled from one JSON fragment per pod group (the endpoints whose renderer is
+//! [`Renderer::Fragments`]).
 //!
-//! Rendering such a view encodes each selected pod group once and splices the pieces together.
-//! A watched view keeps its fragments, so a change re-encodes only the pod groups it touched
-//! instead of the whole cluster (the engine's view table does that bookkeeping).
+//! A [`FragmentSet`] keeps each selected pod group's piece already encoded, with its object key
+//! already escaped, in output order. A watched view keeps its set between changes, so a change
+//! re-encodes only the pod groups it touched and assembling the body is one concatenation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::pod_groups::{
-    backup_fragment, core_info_fragment, proc_fragment, proxy_fragment, rebellion_fragment,
-    web_procs_fragment,
-};
-use super::RenderContext;
+use super::{selected_pod_groups, Assembly, RenderContext, Renderer, ViewKey};
 use crate::error::ApiError;
 use crate::json::GoFormatter;
 use crate::model::PodGroup;
-use crate::request::Endpoint;
+use crate::state::ClusterState;
 
-/// One pod group's part of a view.
+/// One pod group's encoded part of a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fragment {
-    /// `Spec.Name`: the key of the fragment in the output object.
-    pub name: String,
-    /// The JSON of the value; `None` when the pod group does not appear in this view.
-    pub json: Option<Bytes>,
+struct Piece {
+    /// `"<Spec.Name>":<json>` for objects, `<json>` for arrays.
+    bytes: Bytes,
     /// For the webrouter rule: pods of this pod group.
-    pub pods: usize,
+    pods: usize,
     /// For the webrouter rule: pods whose first container has an IP.
-    pub alive: usize,
+    alive: usize,
 }
 
-/// Whether an endpoint's view is assembled from per-pod-group fragments.
-pub fn is_fragmented(endpoint: Endpoint) -> bool {
-    matches!(
-        endpoint,
-        Endpoint::Proc
-            | Endpoint::CoreInfo
-            | Endpoint::Proxy
-            | Endpoint::WebProcs
-            | Endpoint::Rebellion
-            | Endpoint::Backup
-    )
+/// The encoded fragments of one view, in output order.
+#[derive(Clone, Debug)]
+pub struct FragmentSet {
+    fragment: fn(&PodGroup, &RenderContext<'_>) -> Option<Bytes>,
+    assembly: Assembly,
+    /// (output order key, pod group key) → piece. The order key is `Spec.Name` for objects
+    /// (equal names: the larger pod group key wins) and the pod group key for arrays.
+    pieces: BTreeMap<(String, String), Piece>,
+    /// Pod group key → its output order key.
+    order_of: HashMap<String, String>,
+    pods: usize,
+    alive: usize,
+    /// Bytes of all pieces, to size the body at once.
+    bytes: usize,
 }
 
-/// The fragment of `pg` in a view of `endpoint` (which must be fragmented).
-pub fn fragment(endpoint: Endpoint, pg: &PodGroup, ctx: RenderContext<'_>) -> Fragment {
-    let json = match endpoint {
-        Endpoint::Proc => proc_fragment(pg),
-        Endpoint::CoreInfo => core_info_fragment(pg),
-        Endpoint::Proxy => proxy_fragment(pg),
-        Endpoint::WebProcs => web_procs_fragment(pg),
-        Endpoint::Rebellion => rebellion_fragment(pg, ctx.hostname),
-        Endpoint::Backup => backup_fragment(pg),
-        _ => None,
-    };
-    let (pods, alive) = if endpoint == Endpoint::WebProcs && json.is_some() {
-        let alive = pg
-            .pods
-            .iter()
-            .filter(|p| {
-                p.containers
-                    .first()
-                    .is_some_and(|c| !c.container_ip.is_empty())
-            })
-            .count();
-        (pg.pods.len(), alive)
-    } else {
-        (0, 0)
-    };
-    Fragment {
-        name: pg.name.clone(),
-        json,
-        pods,
-        alive,
+impl FragmentSet {
+    /// The fragments of every pod group `key` selects. `key`'s endpoint must be fragmented.
+    pub fn build(key: &ViewKey, state: &ClusterState, ctx: &RenderContext<'_>) -> FragmentSet {
+        let Renderer::Fragments { fragment, assembly } = key.endpoint.spec().renderer else {
+            unreachable!("{:?} is not assembled from fragments", key.endpoint);
+        };
+        let mut set = FragmentSet {
+            fragment,
+            assembly,
+            pieces: BTreeMap::new(),
+            order_of: HashMap::new(),
+            pods: 0,
+            alive: 0,
+            bytes: 0,
+        };
+        for (k, pg) in selected_pod_groups(state, &key.selector) {
+            set.insert(k, pg, ctx);
+        }
+        set
     }
-}
 
-/// Splices fragments, given in pod-group-key order, into the view's JSON. `/v2/procwatcher` is
-/// an array in that order; the others are objects keyed by `Spec.Name`, where a larger pod
-/// group key wins a name clash (the original's choice was random). `/v2/webrouter/webprocs`
-/// fails when no pod or fewer than half of the pods are alive (spec §2.4.5).
-pub fn assemble<'a>(
-    endpoint: Endpoint,
-    fragments: impl IntoIterator<Item = &'a Fragment>,
-) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity(4096);
-    if endpoint == Endpoint::Proc {
-        out.push(b'[');
-        for (i, json) in fragments
-            .into_iter()
-            .filter_map(|f| f.json.as_ref())
-            .enumerate()
+    /// Brings the set up to date after the pod groups `changed` (keys) changed. Only those are
+    /// re-encoded, unless the selection is an exact pod group key (spec §2.1: an exact hit
+    /// selects only that key, which a change can switch on or off): then all are rebuilt.
+    pub fn refresh(
+        &mut self,
+        key: &ViewKey,
+        changed: &[&str],
+        state: &ClusterState,
+        ctx: &RenderContext<'_>,
+    ) {
+        let selector = key.selector.as_str();
+        let exact_hit = selector != "*"
+            && (state.pod_groups.contains_key(selector)
+                || changed.contains(&selector)
+                || self.order_of.contains_key(selector));
+        if exact_hit {
+            *self = FragmentSet::build(key, state, ctx);
+            return;
+        }
+        for &k in changed {
+            self.remove(k);
+            let selected = selector == "*" || k.starts_with(selector);
+            if let Some(pg) = state.pod_groups.get(k).filter(|_| selected) {
+                self.insert(k, pg, ctx);
+            }
+        }
+    }
+
+    /// The view's body: the pieces spliced into an array or an object.
+    pub fn assemble(&self) -> Result<Bytes, ApiError> {
+        if self.assembly == Assembly::ByNameMostlyAlive
+            && (self.pods == 0 || 2 * self.alive < self.pods)
         {
-            if i > 0 {
+            return Err(ApiError::DeadContainers);
+        }
+        let (open, close) = match self.assembly {
+            Assembly::Array => (b'[', b']'),
+            Assembly::ByName | Assembly::ByNameMostlyAlive => (b'{', b'}'),
+        };
+        let mut out = Vec::with_capacity(self.bytes + self.pieces.len() + 2);
+        out.push(open);
+        let mut pieces = self.pieces.iter().peekable();
+        let mut first = true;
+        while let Some(((order, _), piece)) = pieces.next() {
+            let clashes_with_next = self.assembly != Assembly::Array
+                && pieces.peek().is_some_and(|((next, _), _)| next == order);
+            if clashes_with_next {
+                continue;
+            }
+            if !first {
                 out.push(b',');
             }
-            out.extend_from_slice(json);
+            first = false;
+            out.extend_from_slice(&piece.bytes);
         }
-        out.push(b']');
-        return Ok(Bytes::from(out));
+        out.push(close);
+        Ok(Bytes::from(out))
     }
-    let mut by_name: BTreeMap<&str, &Bytes> = BTreeMap::new();
-    let (mut pods, mut alive) = (0, 0);
-    for f in fragments {
-        if let Some(json) = &f.json {
-            by_name.insert(&f.name, json);
-            pods += f.pods;
-            alive += f.alive;
+
+    fn insert(&mut self, key: &str, pg: &PodGroup, ctx: &RenderContext<'_>) {
+        let Some(json) = (self.fragment)(pg, ctx) else {
+            return;
+        };
+        let (order, bytes) = match self.assembly {
+            Assembly::Array => (key.to_owned(), json),
+            Assembly::ByName | Assembly::ByNameMostlyAlive => {
+                (pg.name.clone(), object_entry(&pg.name, &json))
+            }
+        };
+        let (pods, alive) = if self.assembly == Assembly::ByNameMostlyAlive {
+            (pg.pods.len(), alive_pods(pg))
+        } else {
+            (0, 0)
+        };
+        self.pods += pods;
+        self.alive += alive;
+        self.bytes += bytes.len();
+        self.order_of.insert(key.to_owned(), order.clone());
+        self.pieces
+            .insert((order, key.to_owned()), Piece { bytes, pods, alive });
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(order) = self.order_of.remove(key) else {
+            return;
+        };
+        if let Some(piece) = self.pieces.remove(&(order, key.to_owned())) {
+            self.pods -= piece.pods;
+            self.alive -= piece.alive;
+            self.bytes -= piece.bytes.len();
         }
     }
-    if endpoint == Endpoint::WebProcs && (pods == 0 || 2 * alive < pods) {
-        return Err(ApiError::DeadContainers);
-    }
-    out.push(b'{');
-    for (i, (name, json)) in by_name.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
-        // Writing a string into a Vec cannot fail.
-        let _ = name.serialize(&mut ser);
-        out.push(b':');
-        out.extend_from_slice(json);
-    }
-    out.push(b'}');
-    Ok(Bytes::from(out))
+}
+
+/// `"<name>":<json>`, the name escaped as Go does.
+fn object_entry(name: &str, json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(name.len() + json.len() + 3);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    // Writing a string into a Vec cannot fail.
+    let _ = name.serialize(&mut ser);
+    out.push(b':');
+    out.extend_from_slice(json);
+    Bytes::from(out)
+}
+
+/// Pods whose first container has an IP (the webrouter rule).
+fn alive_pods(pg: &PodGroup) -> usize {
+    pg.pods
+        .iter()
+        .filter(|p| {
+            p.containers
+                .first()
+                .is_some_and(|c| !c.container_ip.is_empty())
+        })
+        .count()
 }

@@ -1,18 +1,21 @@
 //! The v2 views: request parameters → selection key (with authorisation), and selection key →
 //! JSON bytes (spec §2.4). Rendering is a pure function of the state, so the same key renders
-//! the same bytes for every watcher and every GET.
+//! the same bytes for every watcher and every GET. What differs between endpoints is data, in
+//! [`endpoint`].
 
+mod endpoint;
 mod fragments;
 mod pod_groups;
 mod tables;
 
-pub use fragments::{assemble, fragment, is_fragmented, Fragment};
+pub use endpoint::{Access, Assembly, Endpoint, Renderer, Selector};
+pub use fragments::FragmentSet;
 
 use bytes::Bytes;
 
 use crate::auth::{is_secret_target, Authorizer};
 use crate::error::ApiError;
-use crate::request::{Endpoint, Query};
+use crate::request::Query;
 use crate::state::{select, ClusterState, Family};
 
 /// A view: an endpoint and its selection key (`*`, `hello/`, `node1/`, `vip`, …). Everything a
@@ -28,26 +31,16 @@ pub struct ViewKey {
 impl ViewKey {
     /// The family of cache keys this view selects from.
     pub fn family(&self) -> Family {
-        family_of(self.endpoint)
+        self.endpoint.family()
     }
-}
 
-/// The family of cache keys an endpoint selects from.
-pub fn family_of(endpoint: Endpoint) -> Family {
-    match endpoint {
-        Endpoint::Config => Family::Config,
-        Endpoint::Containers | Endpoint::LocalSpec => Family::Container,
-        Endpoint::Depends => Family::Depends,
-        Endpoint::Nodes => Family::Nodes,
-        Endpoint::Apps
-        | Endpoint::Proc
-        | Endpoint::CoreInfo
-        | Endpoint::Proxy
-        | Endpoint::WebProcs
-        | Endpoint::StreamProcs
-        | Endpoint::StreamPorts
-        | Endpoint::Rebellion
-        | Endpoint::Backup => Family::PodGroup,
+    /// The prefix of cache keys whose changes notify this view (`""` for `*`).
+    pub fn notify_prefix(&self) -> &str {
+        if self.selector == "*" {
+            ""
+        } else {
+            &self.selector
+        }
     }
 }
 
@@ -58,35 +51,15 @@ pub struct RenderContext<'a> {
     pub hostname: &'a str,
 }
 
-/// Renders a view as Go-compatible JSON.
+/// Renders a view from scratch as Go-compatible JSON.
 pub fn render(
     state: &ClusterState,
     key: &ViewKey,
-    ctx: RenderContext<'_>,
+    ctx: &RenderContext<'_>,
 ) -> Result<Bytes, ApiError> {
-    let s = key.selector.as_str();
-    if is_fragmented(key.endpoint) {
-        let fragments: Vec<Fragment> = select(&state.pod_groups, s)
-            .into_iter()
-            .map(|(_, pg)| fragment(key.endpoint, pg, ctx))
-            .collect();
-        return assemble(key.endpoint, &fragments);
-    }
-    match key.endpoint {
-        Endpoint::Apps => Ok(pod_groups::apps(state)),
-        Endpoint::StreamProcs => pod_groups::stream_procs(state, s),
-        Endpoint::StreamPorts => Ok(pod_groups::stream_ports(state, s)),
-        Endpoint::Proc
-        | Endpoint::CoreInfo
-        | Endpoint::Proxy
-        | Endpoint::WebProcs
-        | Endpoint::Rebellion
-        | Endpoint::Backup => unreachable!("fragmented views are assembled above"),
-        Endpoint::Config => Ok(tables::config(state, s)),
-        Endpoint::Containers => Ok(tables::containers(state, s)),
-        Endpoint::LocalSpec => tables::local_spec(state, s),
-        Endpoint::Depends => Ok(tables::depends(state, s)),
-        Endpoint::Nodes => Ok(tables::nodes(state, s)),
+    match key.endpoint.spec().renderer {
+        Renderer::Whole(render) => render(state, &key.selector),
+        Renderer::Fragments { .. } => FragmentSet::build(key, state, ctx).assemble(),
     }
 }
 
@@ -98,78 +71,115 @@ pub fn resolve(
     host: &str,
     auth: &Authorizer<'_>,
 ) -> Result<ViewKey, ApiError> {
-    let key = |selector: String| Ok(ViewKey { endpoint, selector });
-    let app_scoped = |app: &str| {
-        if app == "*" {
-            "*".to_owned()
-        } else {
-            format!("{app}/")
-        }
+    let spec = endpoint.spec();
+    let param = match spec.selector {
+        Selector::All => None,
+        Selector::Param { name, .. } => query.get(name),
+        Selector::NodeIp => query.get("nodeip").or(Some(auth.node_ip)),
     };
-    match endpoint {
-        Endpoint::Config => {
-            let target = query.get("target").unwrap_or("*");
-            if is_secret_target(target) {
+    let chosen = param.unwrap_or("*");
+    let selector = match spec.access {
+        Access::SecretTargets => {
+            if is_secret_target(chosen) {
                 auth.require_super(host)?;
             }
-            key(target.to_owned())
+            scoped(spec.selector, chosen)
         }
-        Endpoint::Proc => {
-            let app = query.get("appname").ok_or(ApiError::AppnameRequired)?;
+        Access::Super => {
+            auth.require_super(host)?;
+            scoped(spec.selector, chosen)
+        }
+        Access::AppStrict => {
+            let app = param.ok_or(ApiError::AppnameRequired)?;
             if !auth.pass(host, app) {
                 return Err(ApiError::NoPermission);
             }
-            key(app_scoped(app))
+            scoped(spec.selector, app)
         }
-        Endpoint::CoreInfo
-        | Endpoint::Proxy
-        | Endpoint::WebProcs
-        | Endpoint::StreamProcs
-        | Endpoint::StreamPorts
-        | Endpoint::Rebellion => {
-            let app = query.get("appname").unwrap_or("*");
-            if auth.pass(host, app) {
-                key(app_scoped(app))
-            } else if app == "*" {
+        Access::AppAuto => {
+            if auth.pass(host, chosen) {
+                scoped(spec.selector, chosen)
+            } else if chosen == "*" {
                 let own = auth
                     .app_name(host)
                     .map_err(|_| ApiError::CannotConfirmApp)?;
-                key(format!("{own}/"))
+                scoped(spec.selector, own)
             } else {
-                Err(ApiError::NoPermission)
+                return Err(ApiError::NoPermission);
             }
         }
-        Endpoint::Apps => {
-            auth.require_super(host)?;
-            key("*".to_owned())
-        }
-        Endpoint::Backup => {
-            auth.require_super(host)?;
-            key(app_scoped(query.get("appname").unwrap_or("*")))
-        }
-        Endpoint::Containers => {
-            auth.require_super(host)?;
-            key(app_scoped(query.get("nodename").unwrap_or("*")))
-        }
-        Endpoint::Depends => {
-            auth.require_super(host)?;
-            key(query.get("target").unwrap_or("*").to_owned())
-        }
-        Endpoint::Nodes => {
-            auth.require_super(host)?;
-            let name = query.get("name").unwrap_or("*");
-            if name == "*" || name.ends_with(':') {
-                key(name.to_owned())
-            } else {
-                key(format!("{name}:"))
-            }
-        }
-        Endpoint::LocalSpec => {
-            auth.require_super(host)?;
-            match query.get("nodeip").unwrap_or(auth.node_ip) {
-                "" => key(String::new()),
-                ip => key(format!("{ip}/")),
-            }
-        }
+    };
+    Ok(ViewKey { endpoint, selector })
+}
+
+/// The selection key for a chosen parameter value: `*` stays `*`; a suffix is appended once
+/// (`hello` → `hello/`, `hello/` stays `hello/`, spec §2.1); an empty node IP selects nothing.
+fn scoped(selector: Selector, value: &str) -> String {
+    match selector {
+        Selector::All => "*".to_owned(),
+        Selector::Param { .. } if value == "*" => "*".to_owned(),
+        Selector::Param { suffix: None, .. } => value.to_owned(),
+        Selector::Param {
+            suffix: Some(suffix),
+            ..
+        } => with_suffix(value, suffix),
+        // The original appended `/` to any node IP, `*` included (which selects nothing).
+        Selector::NodeIp if value.is_empty() => String::new(),
+        Selector::NodeIp => with_suffix(value, '/'),
+    }
+}
+
+fn with_suffix(value: &str, suffix: char) -> String {
+    if value.ends_with(suffix) {
+        value.to_owned()
+    } else {
+        format!("{value}{suffix}")
+    }
+}
+
+/// The pod groups a selection key selects, in key order.
+fn selected_pod_groups<'a>(
+    state: &'a ClusterState,
+    selector: &str,
+) -> Vec<(&'a str, &'a std::sync::Arc<crate::model::PodGroup>)> {
+    select(&state.pod_groups, selector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_are_appended_once_and_star_is_kept() {
+        let app = Selector::Param {
+            name: "appname",
+            suffix: Some('/'),
+        };
+        assert_eq!(scoped(app, "hello"), "hello/");
+        assert_eq!(
+            scoped(app, "hello/"),
+            "hello/",
+            "no second slash (spec §2.1)"
+        );
+        assert_eq!(scoped(app, "*"), "*");
+        let node = Selector::Param {
+            name: "name",
+            suffix: Some(':'),
+        };
+        assert_eq!(scoped(node, "node1"), "node1:");
+        assert_eq!(scoped(node, "node1:"), "node1:");
+        let raw = Selector::Param {
+            name: "target",
+            suffix: None,
+        };
+        assert_eq!(scoped(raw, "vip"), "vip");
+        assert_eq!(scoped(Selector::NodeIp, ""), "");
+        assert_eq!(scoped(Selector::NodeIp, "10.0.0.1"), "10.0.0.1/");
+        assert_eq!(
+            scoped(Selector::NodeIp, "*"),
+            "*/",
+            "as the original's fixPrefix"
+        );
+        assert_eq!(scoped(Selector::All, "x"), "*");
     }
 }

@@ -1,0 +1,36 @@
+//! `/healthz`: `503` until the first snapshot is applied, then `200` with `ok`, or `stale` while
+//! etcd is unreachable (the last known state is being served).
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::json::to_bytes;
+use crate::response::Response;
+
+impl Engine {
+    pub(in crate::engine) fn healthz(&self) -> Response {
+        #[derive(Serialize)]
+        struct Health<'a> {
+            status: &'a str,
+            etcd: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<&'a str>,
+            revision: Option<i64>,
+        }
+        let reason = self.etcd.status.reason();
+        let (status, code) = match (self.is_ready(), reason) {
+            (false, _) => ("starting", 503),
+            (true, Some(_)) => ("stale", 200),
+            (true, None) => ("ok", 200),
+        };
+        let body = Health {
+            status,
+            etcd: self.etcd.status.name(),
+            reason,
+            revision: self.applied_revision(),
+        };
+        let mut r = Response::text(code, to_bytes(&body));
+        r.content_type = "application/json";
+        r
+    }
+}

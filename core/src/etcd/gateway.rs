@@ -1,0 +1,219 @@
+//! etcd's v3 JSON gateway (grpc-gateway) as bytes: the request bodies a shell posts and the
+//! answers it gets back, converted to [`Snapshot`] and [`WatchResponse`]. Keys and values are
+//! base64, int64s are JSON strings, and fields equal to their zero value are omitted (a `PUT`
+//! event has no `type`, an empty value no `value`).
+//!
+//! ```text
+//! POST /v3/kv/range   range_request()          → parse_range(answer)          → Snapshot
+//! POST /v3/watch      watch_request(start)     → each line: parse_watch_line  → WatchResponse
+//! POST /v3/kv/range   probe_request()          (a small serializable read: is etcd alive?)
+//! POST /v3/auth/authenticate  auth_request()   → parse_token(answer)
+//! ```
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use super::{CodecError, WatchResponse, PREFIX};
+use crate::input::{KeyValue, Snapshot, WatchEvent};
+
+/// The end of the `/lain/` prefix range (`/lain/` with its last byte incremented).
+const RANGE_END: &str = "/lain0";
+
+/// The body of `POST /v3/kv/range` reading every key under `/lain/`.
+pub fn range_request() -> Vec<u8> {
+    json!({ "key": B64.encode(PREFIX), "range_end": B64.encode(RANGE_END) })
+        .to_string()
+        .into_bytes()
+}
+
+/// A small serializable range (keys only, one key) that any live member answers at once.
+pub fn probe_request() -> Vec<u8> {
+    json!({ "key": B64.encode(PREFIX), "range_end": B64.encode(RANGE_END),
+            "keys_only": true, "limit": "1", "serializable": true })
+    .to_string()
+    .into_bytes()
+}
+
+/// The body of `POST /v3/watch` creating one prefix watch of `/lain/` from `start_revision`,
+/// with progress notifications.
+pub fn watch_request(start_revision: i64) -> Vec<u8> {
+    json!({ "create_request": {
+        "key": B64.encode(PREFIX),
+        "range_end": B64.encode(RANGE_END),
+        "start_revision": start_revision.to_string(),
+        "progress_notify": true,
+    }})
+    .to_string()
+    .into_bytes()
+}
+
+/// The body of `POST /v3/auth/authenticate`.
+pub fn auth_request(name: &str, password: &str) -> Vec<u8> {
+    json!({ "name": name, "password": password })
+        .to_string()
+        .into_bytes()
+}
+
+/// The token of an authenticate answer.
+pub fn parse_token(answer: &[u8]) -> Result<String, CodecError> {
+    let v = parse(answer)?;
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or(CodecError::Shape("an authenticate answer without a token"))
+}
+
+/// A range answer as a snapshot at its header revision. Keys that are not UTF-8 are left out
+/// (lainlet reads none).
+pub fn parse_range(answer: &[u8]) -> Result<Snapshot, CodecError> {
+    let v = parse(answer)?;
+    let revision = int(&v["header"]["revision"]);
+    if revision <= 0 {
+        return Err(CodecError::Shape(
+            "a range answer without a header revision",
+        ));
+    }
+    let mut kvs = Vec::new();
+    for kv in v["kvs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        if let Some(kv) = key_value(kv)? {
+            kvs.push(kv);
+        }
+    }
+    Ok(Snapshot { revision, kvs })
+}
+
+/// One line of the streaming watch answer: `{"result": WatchResponse}` or `{"error": …}`.
+pub fn parse_watch_line(line: &[u8]) -> Result<WatchResponse, CodecError> {
+    let message = parse(line)?;
+    let Some(result) = message.get("result") else {
+        let error = message.get("error").unwrap_or(&message);
+        return Err(CodecError::Etcd(error.to_string()));
+    };
+    let raw_events = result["events"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut events = Vec::with_capacity(raw_events.len());
+    for event in raw_events {
+        let Some(kv) = key_value(&event["kv"])? else {
+            continue;
+        };
+        events.push(match event["type"].as_str() {
+            Some("DELETE") => WatchEvent::Delete {
+                key: kv.key,
+                mod_revision: kv.mod_revision,
+            },
+            _ => WatchEvent::Put(kv),
+        });
+    }
+    Ok(WatchResponse {
+        created: result["created"].as_bool().unwrap_or(false),
+        canceled: result["canceled"].as_bool().unwrap_or(false),
+        cancel_reason: result["cancel_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        compact_revision: int(&result["compact_revision"]),
+        header_revision: int(&result["header"]["revision"]),
+        last_event_revision: raw_events.last().map(|e| int(&e["kv"]["mod_revision"])),
+        events,
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<Value, CodecError> {
+    serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))
+}
+
+/// A `KeyValue` object; `None` for a key that is not UTF-8.
+fn key_value(kv: &Value) -> Result<Option<KeyValue>, CodecError> {
+    let key = b64(&kv["key"])?;
+    let Ok(key) = String::from_utf8(key) else {
+        return Ok(None);
+    };
+    Ok(Some(KeyValue {
+        key,
+        value: b64(&kv["value"])?,
+        mod_revision: int(&kv["mod_revision"]),
+    }))
+}
+
+/// An int64 field (sent as a JSON string; omitted when zero).
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A bytes field (base64; omitted when empty).
+fn b64(v: &Value) -> Result<Vec<u8>, CodecError> {
+    match v.as_str() {
+        Some(s) => B64
+            .decode(s)
+            .map_err(|_| CodecError::Shape("invalid base64 in a key or value")),
+        None => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_messages_convert_with_their_omitted_defaults() {
+        let m = br#"{"result":{"header":{"revision":"5"},"events":[
+                {"kv":{"key":"L2xhaW4vZQ==","create_revision":"5","mod_revision":"5"}},
+                {"type":"DELETE","kv":{"key":"L2xhaW4vYQ==","mod_revision":"6"}}]}}"#;
+        let r = parse_watch_line(m).unwrap();
+        assert_eq!(r.header_revision, 5);
+        assert_eq!(r.last_event_revision, Some(6));
+        assert!(!r.created && !r.canceled);
+        assert_eq!(
+            r.events,
+            vec![
+                WatchEvent::Put(KeyValue {
+                    key: "/lain/e".into(),
+                    value: vec![],
+                    mod_revision: 5
+                }),
+                WatchEvent::Delete {
+                    key: "/lain/a".into(),
+                    mod_revision: 6
+                }
+            ]
+        );
+        let compacted = br#"{"result":{"header":{},"canceled":true,"compact_revision":"4"}}"#;
+        let r = parse_watch_line(compacted).unwrap();
+        assert!(r.canceled);
+        assert_eq!(r.compact_revision, 4);
+        let error = br#"{"error":{"message":"boom"}}"#;
+        assert!(matches!(parse_watch_line(error), Err(CodecError::Etcd(m)) if m.contains("boom")));
+        assert!(matches!(
+            parse_watch_line(b"<html>"),
+            Err(CodecError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn a_range_answer_is_a_snapshot_at_its_header_revision() {
+        let answer = br#"{"header":{"revision":"9"},"kvs":[
+            {"key":"L2xhaW4vZQ==","value":"MQ==","mod_revision":"7"},
+            {"key":"/w==","value":"MQ==","mod_revision":"8"}],"count":"2"}"#;
+        let s = parse_range(answer).unwrap();
+        assert_eq!(s.revision, 9);
+        assert_eq!(
+            s.kvs,
+            vec![KeyValue {
+                key: "/lain/e".into(),
+                value: b"1".to_vec(),
+                mod_revision: 7
+            }],
+            "the key that is not UTF-8 is left out"
+        );
+        assert!(parse_range(br#"{"kvs":[]}"#).is_err(), "no header revision");
+        assert!(parse_range(br#"{"header":{"revision":"3"},"kvs":[{"key":"!!"}]}"#).is_err());
+        assert_eq!(parse_token(br#"{"token":"t.1"}"#).unwrap(), "t.1");
+    }
+}

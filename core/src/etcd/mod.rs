@@ -1,0 +1,96 @@
+//! Following etcd: the connection policy ([`EtcdSync`]: which endpoint, when to read a
+//! snapshot, from which revision to watch, how long to back off) and the watch messages a shell
+//! hands in ([`WatchResponse`]). The [`crate::Engine`] owns the policy, so the revision it
+//! serves is the one it resumes from; a shell asks [`crate::Engine::poll_etcd`] what to do and
+//! reports what happened (see the crate docs for the loop).
+
+pub mod gateway;
+mod sync;
+
+pub use sync::{BackoffPolicy, EtcdStep, EtcdSync};
+
+use crate::input::WatchEvent;
+
+/// The prefix lainlet reads and watches.
+pub const PREFIX: &str = "/lain/";
+
+/// An answer from etcd that cannot be understood.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Not JSON (an HTML error page, a truncated answer, …).
+    #[error("etcd sent something that is not JSON: {0}")]
+    Json(String),
+    /// JSON without the expected shape.
+    #[error("etcd sent an unexpected answer: {0}")]
+    Shape(&'static str),
+    /// etcd answered with an error.
+    #[error("etcd answered with an error: {0}")]
+    Etcd(String),
+}
+
+/// One message of the etcd watch stream, converted by the shell from its client's type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchResponse {
+    /// The reply that confirms the watch was created.
+    pub created: bool,
+    /// etcd canceled the watch.
+    pub canceled: bool,
+    /// Why etcd canceled it (may be empty).
+    pub cancel_reason: String,
+    /// Non-zero when the start revision was compacted away: the oldest revision etcd still has.
+    pub compact_revision: i64,
+    /// The revision of the response header (the store's revision when it was sent).
+    pub header_revision: i64,
+    /// The events the shell could convert (keys that are not UTF-8 are left out), in order.
+    pub events: Vec<WatchEvent>,
+    /// The `mod_revision` of the last event etcd sent, converted or not (`None` without
+    /// events).
+    pub last_event_revision: Option<i64>,
+}
+
+/// What a shell does after handing a watch message to [`crate::Engine::handle_watch_response`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchOutcome {
+    /// The watch is established (log it); keep reading.
+    Created {
+        /// The first revision it delivers.
+        start_revision: i64,
+    },
+    /// Applied (events or progress); keep reading.
+    Applied,
+    /// The start revision was compacted away: end this watch and ask
+    /// [`crate::Engine::poll_etcd`] again (it says to read a snapshot, applied as a diff).
+    Compacted {
+        /// The revision lainlet had asked for.
+        start_revision: i64,
+        /// The oldest revision etcd still has.
+        compact_revision: i64,
+    },
+    /// etcd canceled the watch: end it and report the failure
+    /// ([`crate::Engine::handle_etcd_failure`]).
+    Canceled {
+        /// etcd's reason (may be empty).
+        reason: String,
+    },
+}
+
+/// A small xorshift generator for back-off jitter (no cryptographic use), seeded by the shell.
+#[derive(Clone, Debug)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Jitter {
+        Jitter(seed | 1)
+    }
+
+    /// A number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

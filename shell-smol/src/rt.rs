@@ -1,0 +1,65 @@
+//! The smol side of the common code: a [`Listener`](service::Listener) and a [`Socket`] over
+//! `Async` TCP types, and a [`Runtime`] over smol's timer.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Instant;
+
+use lainlet_shell_common::service;
+use lainlet_shell_common::socket::{Runtime, Socket};
+use smol::{Async, Timer};
+
+/// smol's timer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Smol;
+
+impl Runtime for Smol {
+    async fn sleep_until(&self, at: Instant) {
+        Timer::at(at).await;
+    }
+}
+
+/// An async-io TCP stream (non-blocking underneath) as a [`Socket`].
+pub struct Tcp(pub Async<TcpStream>);
+
+impl Socket for Tcp {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        self.0.writable().await
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&mut self.0.get_ref()).read(buf)
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&mut self.0.get_ref()).write_vectored(bufs)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.0.get_ref().shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// smol's listener.
+pub struct Listener(Async<TcpListener>);
+
+impl Listener {
+    /// Registers a bound listener with async-io.
+    pub fn new(listener: TcpListener) -> io::Result<Listener> {
+        Async::new(listener).map(Listener)
+    }
+}
+
+impl service::Listener for Listener {
+    type Socket = Tcp;
+
+    async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
+        let (tcp, peer) = self.0.accept().await?;
+        let _ = tcp.get_ref().set_nodelay(true);
+        Ok((Tcp(tcp), peer))
+    }
+}
