@@ -36,6 +36,14 @@ pub enum ApiError {
         /// The value received.
         value: String,
     },
+    /// `diff=1` on a view whose body is a JSON array (new).
+    #[error("diff=1 needs a view whose body is a JSON object; {0} returns an array (use rev=1)")]
+    DiffNotSupported(&'static str),
+    /// A `Last-Event-ID` that is not a revision on a `rev=1` stream (new).
+    #[error(
+        "invalid Last-Event-ID {0:?}: a rev=1 stream resumes from an etcd revision (a number)"
+    )]
+    InvalidLastEventId(String),
     /// The first etcd snapshot has not been applied yet (new: the original served empty data).
     #[error("lainlet is starting: the cluster state has not been loaded from etcd yet")]
     NotReady,
@@ -49,7 +57,9 @@ impl ApiError {
             | ApiError::AppnameRequired
             | ApiError::NoPermission
             | ApiError::CannotConfirmApp
-            | ApiError::InvalidParameter { .. } => 400,
+            | ApiError::InvalidParameter { .. }
+            | ApiError::DiffNotSupported(_)
+            | ApiError::InvalidLastEventId(_) => 400,
             ApiError::UnknownAddress(_) | ApiError::EmptyKey | ApiError::DeadContainers => 500,
             ApiError::WatchNotSupported => 400,
             ApiError::NotReady => 503,

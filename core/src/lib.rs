@@ -79,14 +79,14 @@ mod state;
 mod views;
 
 pub use engine::{
-    Action, DecodeFailure, DeliveryStats, Engine, EngineConfig, EtcdStatus, RequestContext,
-    SubscriberId, V2_VERSION,
+    apply_patch, Action, DecodeFailure, DeliveryStats, Engine, EngineConfig, EtcdStatus,
+    HistoryWindow, Rendering, RequestContext, SubscriberId, Update, ViewVersion, V2_VERSION,
 };
 pub use error::ApiError;
 pub use etcd::{gateway, BackoffPolicy, CodecError, EtcdStep, WatchOutcome, WatchResponse, PREFIX};
 pub use input::{KeyValue, Snapshot, WatchEvent};
 pub use model::DecodeError;
-pub use request::{Method, Request, Route};
+pub use request::{Delivery, Method, Request, Route, StreamOptions};
 pub use response::{reason_phrase, Reply, Response, TEXT_PLAIN};
 pub use sse::{EventName, Frame, SSE_HEAD};
 pub use views::Endpoint;

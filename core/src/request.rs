@@ -27,6 +27,17 @@ impl Method {
     }
 }
 
+/// How a watch is delivered to its client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Server-Sent-Events frames ([`crate::Engine::poll_frame`]).
+    #[default]
+    Sse,
+    /// The view's JSON each time it changes ([`crate::Engine::poll_update`]), for a shell that
+    /// converts it (the gRPC `Watch` calls).
+    Raw,
+}
+
 /// One HTTP request as the shell received it.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -36,6 +47,10 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The raw query string without `?` (`appname=hello&watch=1`), empty if none.
     pub query: &'a str,
+    /// The `Last-Event-ID` header (a resuming SSE client), if any.
+    pub last_event_id: Option<&'a str>,
+    /// How a watch is delivered.
+    pub delivery: Delivery,
 }
 
 impl<'a> Request<'a> {
@@ -48,7 +63,21 @@ impl<'a> Request<'a> {
             method,
             path,
             query,
+            last_event_id: None,
+            delivery: Delivery::Sse,
         }
+    }
+
+    /// The same request carrying a `Last-Event-ID` header.
+    pub fn with_last_event_id(mut self, id: Option<&'a str>) -> Self {
+        self.last_event_id = id;
+        self
+    }
+
+    /// The same request, delivered as [`Delivery`] if it is a watch.
+    pub fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
     }
 
     /// Whether [`crate::Engine::handle_request`] answers this request with
@@ -134,17 +163,50 @@ impl Query {
     /// `yes`/`no`/`on`/`off` are understood; the original took any other value for "watch", we
     /// refuse it with a clear error instead.
     pub fn watch(&self) -> Result<bool, ApiError> {
-        let Some(value) = self.get("watch") else {
+        self.flag("watch")
+    }
+
+    /// A boolean parameter: absent or empty is `false`; a value that is not a boolean word is
+    /// an error.
+    pub fn flag(&self, name: &'static str) -> Result<bool, ApiError> {
+        let Some(value) = self.get(name) else {
             return Ok(false);
         };
         match value.to_ascii_lowercase().as_str() {
             "1" | "t" | "true" | "y" | "yes" | "on" => Ok(true),
             "0" | "f" | "false" | "n" | "no" | "off" => Ok(false),
             _ => Err(ApiError::InvalidParameter {
-                name: "watch",
+                name,
                 value: value.to_owned(),
             }),
         }
+    }
+
+    /// How a watch stream is to be written (the opt-in `rev`, `diff`, `since` parameters and
+    /// the `Last-Event-ID` header; see [`StreamOptions`]).
+    pub fn stream_options(&self, last_event_id: Option<&str>) -> Result<StreamOptions, ApiError> {
+        let diff = self.flag("diff")?;
+        let since = match self.get("since") {
+            None => None,
+            Some(v) => Some(revision(v).ok_or_else(|| ApiError::InvalidParameter {
+                name: "since",
+                value: v.to_owned(),
+            })?),
+        };
+        let revisions = self.flag("rev")? || diff || since.is_some();
+        let resume = match last_event_id.map(str::trim).filter(|_| revisions) {
+            // A browser's EventSource sends the last id it saw, which is newer than the URL's.
+            Some(id) => {
+                Some(revision(id).ok_or_else(|| ApiError::InvalidLastEventId(id.to_owned()))?)
+            }
+            None => since,
+        };
+        Ok(StreamOptions {
+            heartbeat: self.heartbeat_secs().map(std::time::Duration::from_secs),
+            revisions,
+            diff,
+            resume,
+        })
     }
 
     /// The heartbeat period in seconds (spec §3.1): a decimal integer with an optional sign;
@@ -154,6 +216,28 @@ impl Query {
         let n: i64 = v.parse().ok()?;
         (n > 0).then(|| (n as u64).min(86_400))
     }
+}
+
+/// How a watch stream is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Heartbeat period (`heartbeat=<secs>`).
+    pub heartbeat: Option<std::time::Duration>,
+    /// `rev=1` (implied by `diff=1` and `since`): frame ids are etcd revisions, heartbeats and
+    /// errors carry no id.
+    pub revisions: bool,
+    /// `diff=1`: after `init`, one `patch` per change instead of the whole view.
+    pub diff: bool,
+    /// The revision to resume from (`Last-Event-ID`, else `since`), in revision mode only.
+    pub resume: Option<i64>,
+}
+
+/// A revision as a client sends it: a decimal number ≥ 0.
+fn revision(text: &str) -> Option<i64> {
+    let text = text.trim();
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 fn unescape(s: &str) -> Option<String> {
@@ -249,6 +333,41 @@ mod tests {
         assert!(!w(Method::Get, "/v2/procwatcher?watch=maybe"));
         assert!(!w(Method::Get, "/debug?watch=1"));
         assert!(!w(Method::Get, "/v2/nothing?watch=1"));
+    }
+
+    #[test]
+    fn stream_options_are_opt_in_and_refuse_garbage() {
+        let opts = |q: &str, id: Option<&str>| Query::parse(q).stream_options(id);
+        let plain = opts("watch=1", Some("17")).unwrap();
+        assert!(!plain.revisions && !plain.diff);
+        assert_eq!(
+            plain.resume, None,
+            "a Last-Event-ID without rev=1 is ignored"
+        );
+        let rev = opts("watch=1&rev=1", Some(" 17 ")).unwrap();
+        assert!(rev.revisions && !rev.diff);
+        assert_eq!(rev.resume, Some(17));
+        let diff = opts("watch=1&diff=1&since=5", None).unwrap();
+        assert!(diff.revisions && diff.diff);
+        assert_eq!(diff.resume, Some(5));
+        assert_eq!(
+            opts("rev=1&since=5", Some("9")).unwrap().resume,
+            Some(9),
+            "the header is newer than the URL"
+        );
+        assert!(
+            opts("since=3", None).unwrap().revisions,
+            "since implies rev=1"
+        );
+        assert!(opts("rev=2", None).is_err());
+        assert!(opts("diff=maybe", None).is_err());
+        assert!(opts("since=-1", None).is_err());
+        assert!(opts("since=1e3", None).is_err());
+        assert!(opts("since=99999999999999999999", None).is_err());
+        assert_eq!(
+            opts("rev=1", Some("abc")),
+            Err(ApiError::InvalidLastEventId("abc".into()))
+        );
     }
 
     #[test]

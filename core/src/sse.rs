@@ -19,6 +19,8 @@ pub enum EventName {
     Error,
     /// Keep-alive, without data.
     Heartbeat,
+    /// A diff stream's change: `{"put":{…},"delete":[…]}` (`diff=1`).
+    Patch,
 }
 
 impl EventName {
@@ -30,6 +32,7 @@ impl EventName {
             EventName::Delete => "delete",
             EventName::Error => "error",
             EventName::Heartbeat => "heartbeat",
+            EventName::Patch => "patch",
         }
     }
 }
@@ -56,24 +59,56 @@ pub fn frame_body(event: EventName, data: &[u8]) -> Bytes {
 /// every connection that receives the same event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
-    /// The frame id (1 for `init`, ≥ 2 for `update`/`delete`, 0 for `error`/`heartbeat`).
-    pub id: u64,
+    /// The frame id; `None` writes no `id:` line. In the original's numbering: 1 for `init`,
+    /// ≥ 2 for `update`/`delete`, 0 for `error`/`heartbeat`. With `rev=1`: the etcd revision
+    /// of the state shown, and no id on `error`/`heartbeat`.
+    pub id: Option<u64>,
     /// `event:` and `data:` lines and the terminating blank line.
     pub body: Bytes,
     /// Whether the server must close the connection after writing this frame.
     pub close: bool,
 }
 
+/// The `id: <n>\n` line of a frame, formatted on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct IdLine {
+    buf: [u8; 26],
+    start: usize,
+}
+
+impl IdLine {
+    /// The line's bytes (empty for a frame without an id).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 impl Frame {
-    /// The `id: <n>\n` line.
-    pub fn id_line(&self) -> String {
-        format!("id: {}\n", self.id)
+    /// The `id: <n>\n` line (empty without an id), without allocating.
+    pub fn id_line(&self) -> IdLine {
+        let mut buf = [0u8; 26];
+        let Some(mut n) = self.id else {
+            return IdLine { buf, start: 26 };
+        };
+        let mut i = 25;
+        buf[i] = b'\n';
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        i -= 4;
+        buf[i..i + 4].copy_from_slice(b"id: ");
+        IdLine { buf, start: i }
     }
 
     /// The whole frame as one buffer.
     pub fn to_bytes(&self) -> Vec<u8> {
         let id = self.id_line();
-        let mut out = Vec::with_capacity(id.len() + self.body.len());
+        let mut out = Vec::with_capacity(id.as_bytes().len() + self.body.len());
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(&self.body);
         out
@@ -81,9 +116,7 @@ impl Frame {
 
     /// Number of bytes the frame takes on the wire.
     pub fn len(&self) -> usize {
-        // `id: ` + the decimal digits + `\n`, counted without formatting the line.
-        let digits = self.id.checked_ilog10().map_or(1, |d| d as usize + 1);
-        4 + digits + 1 + self.body.len()
+        self.id_line().as_bytes().len() + self.body.len()
     }
 
     /// Whether the frame is empty (never: a frame has at least its id and event lines).
@@ -98,26 +131,46 @@ mod tests {
 
     #[test]
     fn a_frames_length_is_its_wire_size_for_every_id_width() {
-        for id in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+        for id in [
+            Some(0),
+            Some(1),
+            Some(9),
+            Some(10),
+            Some(99),
+            Some(100),
+            Some(12_345),
+            Some(u64::MAX),
+            None,
+        ] {
             let f = Frame {
                 id,
                 body: frame_body(EventName::Update, b"{}"),
                 close: false,
             };
-            assert_eq!(f.len(), f.to_bytes().len(), "id {id}");
+            assert_eq!(f.len(), f.to_bytes().len(), "id {id:?}");
         }
     }
 
     #[test]
     fn frames_are_laid_out_as_the_original_wrote_them() {
         let f = Frame {
-            id: 3,
+            id: Some(3),
             body: frame_body(EventName::Update, br#"{"a":1}"#),
             close: false,
         };
         assert_eq!(f.to_bytes(), b"id: 3\nevent: update\ndata: {\"a\":1}\n\n");
+        assert_eq!(
+            Frame {
+                id: Some(u64::MAX),
+                ..f.clone()
+            }
+            .id_line()
+            .as_bytes(),
+            b"id: 18446744073709551615\n"
+        );
+        assert_eq!(Frame { id: None, ..f }.id_line().as_bytes(), b"");
         let hb = Frame {
-            id: 0,
+            id: Some(0),
             body: frame_body(EventName::Heartbeat, b""),
             close: false,
         };

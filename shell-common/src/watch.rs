@@ -50,7 +50,8 @@ pub async fn serve<S: Socket, R: Runtime>(
     request: &WatchRequest,
     peer: IpAddr,
 ) {
-    let req = Request::new(request.method, &request.target);
+    let req = Request::new(request.method, &request.target)
+        .with_last_event_id(request.last_event_id.as_deref());
     let (id, notify) = match shared.request(&req, &shared.context(peer)) {
         Opened::Stream { id, notify } => (id, notify),
         Opened::Response(r) => {

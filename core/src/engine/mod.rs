@@ -9,19 +9,25 @@
 //! | [`etcd`] | the etcd connection policy and state |
 //! | [`observe`] | `/healthz`, `/metrics`, `/debug` from what each part reports |
 
+mod diff;
 mod etcd;
+mod history;
 mod mirror;
 mod observe;
 mod subscribers;
+mod version;
 mod views;
 
+pub use diff::apply as apply_patch;
 pub use etcd::EtcdStatus;
+pub use history::HistoryWindow;
 pub use mirror::{Action, Change, DecodeFailure};
-pub use subscribers::DeliveryStats;
+pub use subscribers::{DeliveryStats, Update};
+pub use version::{Rendering, ViewVersion};
 pub use views::SubscriberId;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -30,14 +36,15 @@ use crate::error::ApiError;
 use crate::etcd::BackoffPolicy;
 use crate::input::{Snapshot, WatchEvent};
 use crate::json::to_bytes;
-use crate::request::{Method, Query, Request, Route};
+use crate::request::{Delivery, Method, Query, Request, Route, StreamOptions};
 use crate::response::{Reply, Response};
-use crate::sse::{frame_body, EventName, Frame};
-use crate::state::ClusterState;
-use crate::views::{resolve, Endpoint, RenderContext, ViewKey};
+use crate::sse::Frame;
+use crate::state::{ClusterState, Family};
+use crate::views::{resolve, BodyShape, Endpoint, Members, RenderContext, ViewKey};
 use etcd::EtcdLink;
+use history::{History, Since};
 use mirror::Mirror;
-use subscribers::Subscribers;
+use subscribers::{Mode, Opening, Subscribers};
 use views::ViewTable;
 
 /// The version string `/version` returns: the v2 API level of the original lainlet, which
@@ -64,6 +71,8 @@ pub struct EngineConfig {
     pub backoff: BackoffPolicy,
     /// Seeds the back-off jitter (any value; a shell passes something random).
     pub seed: u64,
+    /// How much change history is kept for resuming watches.
+    pub history: HistoryWindow,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +86,7 @@ impl Default for EngineConfig {
             etcd_endpoints: 1,
             backoff: BackoffPolicy::default(),
             seed: 1,
+            history: HistoryWindow::default(),
         }
     }
 }
@@ -103,6 +113,10 @@ pub struct Engine {
     views: ViewTable,
     subs: Subscribers,
     etcd: EtcdLink,
+    history: History,
+    /// Whether a pod group was seen whose key is not `<Spec.Namespace>/<Spec.Name>` (then a
+    /// resuming diff watch of a view keyed by those cannot name its members: it gets `init`).
+    misnamed_pod_group: bool,
     counters: observe::Counters,
 }
 
@@ -111,6 +125,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         let views = ViewTable::new(config.max_unwatched_views);
         let etcd = EtcdLink::new(&config);
+        let history = History::new(config.history);
         Engine {
             config,
             state: ClusterState::default(),
@@ -118,6 +133,8 @@ impl Engine {
             views,
             subs: Subscribers::default(),
             etcd,
+            history,
+            misnamed_pod_group: false,
             counters: observe::Counters::default(),
         }
     }
@@ -134,8 +151,9 @@ impl Engine {
         self.counters.snapshots += 1;
         if first {
             self.counters.ready_at = Some(now);
+            self.history.start(self.applied_revision().unwrap_or(0));
         }
-        self.after_changes(&changes);
+        self.after_changes(now, &changes);
     }
 
     /// Applies the events of one etcd watch response (events of one revision belong to one
@@ -148,7 +166,7 @@ impl Engine {
         if self.mirror.applied_revision() != before {
             self.counters.event_batches += 1;
         }
-        self.after_changes(&changes);
+        self.after_changes(now, &changes);
     }
 
     /// Serves `snapshot` as a built-in data set, without etcd (demo mode).
@@ -175,9 +193,7 @@ impl Engine {
             Route::Metrics => self.metrics(),
             Route::Debug => self.debug(ctx),
             Route::AppName => self.app_name(&query, ctx.peer),
-            Route::View(endpoint) => {
-                return self.view_request(endpoint, request.method, &query, ctx)
-            }
+            Route::View(endpoint) => return self.view_request(endpoint, request, &query, ctx),
         };
         Reply::Response(response)
     }
@@ -215,6 +231,16 @@ impl Engine {
         Some(frame)
     }
 
+    /// The next state for a watch opened with [`Delivery::Raw`]: its first state, then one per
+    /// change (the newest; older undelivered ones were conflated), or the error that ended it.
+    pub fn poll_update(&mut self, id: SubscriberId) -> Option<Update> {
+        let (update, closed_view) = self.subs.poll_update(id)?;
+        if let Some(view) = closed_view {
+            self.detach(id, &view);
+        }
+        Some(update)
+    }
+
     /// Whether the first snapshot has been applied.
     pub fn is_ready(&self) -> bool {
         self.mirror.applied_revision().is_some()
@@ -240,21 +266,27 @@ impl Engine {
         self.mirror.failures()
     }
 
-    fn after_changes(&mut self, changes: &[Change]) {
+    fn after_changes(&mut self, now: Instant, changes: &[Change]) {
         if changes.is_empty() {
             return;
         }
+        let revision = self.applied_revision().unwrap_or(0);
+        self.history.record(now, revision, changes);
+        self.misnamed_pod_group |= changes
+            .iter()
+            .filter(|c| c.family == Family::PodGroup)
+            .filter_map(|c| Some((c, self.state.pod_groups.get(&c.key)?)))
+            .any(|(c, pg)| c.key.split_once('/') != Some((&pg.namespace, &pg.name)));
         let ctx = RenderContext {
             hostname: &self.config.hostname,
         };
-        let updates = self.views.apply(changes, &self.state, &ctx);
+        let updates = self.views.apply(changes, &self.state, &ctx, revision);
         for update in updates {
-            let body = frame_body(update.event, &update.data);
             let Some(view) = self.views.get_mut(&update.key) else {
                 continue;
             };
             for &sub in &view.subscribers {
-                self.subs.deliver(sub, update.touches, update.event, &body);
+                self.subs.deliver(sub, &update.version);
             }
         }
     }
@@ -262,13 +294,23 @@ impl Engine {
     fn view_request(
         &mut self,
         endpoint: Endpoint,
-        method: Method,
+        request: &Request<'_>,
         query: &Query,
         ctx: &RequestContext,
     ) -> Reply {
         let watch = match query.watch() {
-            Ok(watch) => watch && method == Method::Get,
+            Ok(watch) => watch && request.method == Method::Get,
             Err(e) => return Reply::Response(Response::error(&e)),
+        };
+        let options = match query.stream_options(request.last_event_id) {
+            Ok(o) if watch && o.diff && endpoint.spec().body == BodyShape::Array => {
+                return Reply::Response(Response::error(&ApiError::DiffNotSupported(
+                    endpoint.path(),
+                )))
+            }
+            Ok(o) => o,
+            Err(e) if watch => return Reply::Response(Response::error(&e)),
+            Err(_) => StreamOptions::default(),
         };
         let resolved = if !self.is_ready() {
             Err(ApiError::NotReady)
@@ -285,51 +327,78 @@ impl Engine {
             };
             return Reply::Response(response);
         }
-        let heartbeat = query.heartbeat_secs().map(Duration::from_secs);
+        let mode = match (request.delivery, options.revisions) {
+            (Delivery::Raw, _) => Mode::Raw,
+            (Delivery::Sse, true) => Mode::Revisions { diff: options.diff },
+            (Delivery::Sse, false) => Mode::Original { base: 0 },
+        };
         let key = match resolved {
             Ok(key) => key,
-            Err(e) => return Reply::Stream(self.open_failed_watch(ctx.now, &e, heartbeat)),
+            Err(e) => {
+                let opening = Opening::Final(e);
+                let applied = self.applied_revision().unwrap_or(0);
+                let id = self
+                    .subs
+                    .open(ctx.now, None, mode, opening, options.heartbeat, applied);
+                return Reply::Stream(id);
+            }
         };
+        Reply::Stream(self.open_watch(ctx.now, key, mode, &options))
+    }
+
+    /// Opens a watch of `key`: an `init`, or for a resuming `rev=1` watch whatever the history
+    /// says the client is missing.
+    fn open_watch(
+        &mut self,
+        now: Instant,
+        key: ViewKey,
+        mode: Mode,
+        options: &StreamOptions,
+    ) -> SubscriberId {
+        let applied = self.applied_revision().unwrap_or(0);
+        let since = match options.resume {
+            Some(resume) if mode != Mode::Raw => self.history.since(resume, applied, &key),
+            _ => Since::Unknown,
+        };
+        let name_safe =
+            !self.misnamed_pod_group || key.endpoint.spec().members == Members::CacheKey;
         let ctx_render = RenderContext {
             hostname: &self.config.hostname,
         };
-        let view = self.views.view(&key, &self.state, &ctx_render);
-        let base = view.touches;
-        let (first, follows) = match view.rendering.as_ref().expect("rendered by view()") {
-            Ok(json) => (
-                Frame {
-                    id: 1,
-                    body: frame_body(EventName::Init, json),
-                    close: false,
-                },
-                Some(key.clone()),
-            ),
-            Err(e) => (error_frame(e), None),
+        let view = self.views.view(&key, &self.state, &ctx_render, applied);
+        let current = view.current().clone();
+        let mode = match mode {
+            Mode::Original { .. } => Mode::Original { base: view.touches },
+            other => other,
+        };
+        if let Err(e) = &current.rendering {
+            let opening = Opening::Final(e.clone());
+            return self
+                .subs
+                .open(now, None, mode, opening, options.heartbeat, applied);
+        }
+        let diff = mode == Mode::Revisions { diff: true };
+        let opening = match since {
+            Since::Unknown => Opening::Init(current),
+            Since::Unchanged => Opening::Quiet(current),
+            Since::Changed(_) if !diff => Opening::Update(current),
+            Since::Changed(Some(members)) if name_safe => Opening::Patch(members, current),
+            Since::Changed(_) => Opening::Init(current),
         };
         let id = self
             .subs
-            .open(ctx.now, follows.clone(), base, first, heartbeat);
-        if follows.is_some() {
-            view.subscribers.insert(id);
-        }
-        Reply::Stream(id)
-    }
-
-    fn open_failed_watch(
-        &mut self,
-        now: Instant,
-        err: &ApiError,
-        heartbeat: Option<Duration>,
-    ) -> SubscriberId {
-        self.subs.open(now, None, 0, error_frame(err), heartbeat)
+            .open(now, Some(key), mode, opening, options.heartbeat, applied);
+        view.subscribers.insert(id);
+        id
     }
 
     fn rendering(&mut self, key: &ViewKey) -> Result<Bytes, ApiError> {
         let ctx = RenderContext {
             hostname: &self.config.hostname,
         };
-        let view = self.views.view(key, &self.state, &ctx);
-        view.rendering.clone().expect("rendered by view()")
+        let revision = self.applied_revision().unwrap_or(0);
+        let view = self.views.view(key, &self.state, &ctx, revision);
+        view.current().rendering.clone()
     }
 
     fn detach(&mut self, id: SubscriberId, view: &ViewKey) {
@@ -363,14 +432,5 @@ impl Engine {
             }
             Err(e) => Response::error(&e),
         }
-    }
-}
-
-/// The `error` frame that ends a watch (id 0, spec §3.3).
-fn error_frame(err: &ApiError) -> Frame {
-    Frame {
-        id: 0,
-        body: frame_body(EventName::Error, err.to_string().as_bytes()),
-        close: true,
     }
 }

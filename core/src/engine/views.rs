@@ -2,11 +2,10 @@
 //! and its bytes are shared by every GET and every watcher of it (rule 4 in the crate docs).
 
 use std::collections::{BTreeSet, HashMap};
-
-use bytes::Bytes;
+use std::sync::Arc;
 
 use super::mirror::{Change, ChangeKind};
-use crate::error::ApiError;
+use super::version::ViewVersion;
 use crate::sse::EventName;
 use crate::state::{ClusterState, Family};
 use crate::views::{render, FragmentSet, RenderContext, Renderer, ViewKey};
@@ -15,16 +14,13 @@ use crate::views::{render, FragmentSet, RenderContext, Renderer, ViewKey};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubscriberId(pub u64);
 
-/// A rendering: the JSON bytes, or the error the view currently fails with.
-pub type Rendering = Result<Bytes, ApiError>;
-
 /// One view's shared state.
 #[derive(Debug, Default)]
 pub struct View {
     /// How many changes have touched this view since it was created; watch ids count from it.
     pub touches: u64,
-    /// The current rendering; `None` when stale (only for views nobody watches).
-    pub rendering: Option<Rendering>,
+    /// The current state; `None` when stale (only for views nobody watches).
+    pub current: Option<Arc<ViewVersion>>,
     /// The watchers of this view.
     pub subscribers: BTreeSet<SubscriberId>,
     /// For a watched view built from per-pod-group fragments: the encoded fragments, so a
@@ -32,17 +28,20 @@ pub struct View {
     fragments: Option<FragmentSet>,
 }
 
+impl View {
+    /// The current state (the view must have been rendered, see [`ViewTable::view`]).
+    pub fn current(&self) -> &Arc<ViewVersion> {
+        self.current.as_ref().expect("rendered by ViewTable::view")
+    }
+}
+
 /// A change of a watched view's output, to be delivered to its subscribers.
 #[derive(Debug)]
 pub struct ViewUpdate {
     /// The view.
     pub key: ViewKey,
-    /// Its touch count after the change (frame ids derive from it).
-    pub touches: u64,
-    /// `update` or `delete`; `error` when the new rendering is an error.
-    pub event: EventName,
-    /// The payload: JSON, or the error text.
-    pub data: Bytes,
+    /// Its new state.
+    pub version: Arc<ViewVersion>,
 }
 
 /// All views that are watched or cached for GETs.
@@ -75,12 +74,13 @@ impl ViewTable {
         }
     }
 
-    /// The view, created and rendered if needed.
+    /// The view, created and rendered (at `revision`) if needed.
     pub fn view(
         &mut self,
         key: &ViewKey,
         state: &ClusterState,
         ctx: &RenderContext<'_>,
+        revision: i64,
     ) -> &mut View {
         if !self.views.contains_key(key) {
             self.evict_unwatched_if_full();
@@ -90,9 +90,13 @@ impl ViewTable {
             self.views.insert(key.clone(), View::default());
         }
         let view = self.views.get_mut(key).expect("inserted above");
-        if view.rendering.is_none() {
+        if view.current.is_none() {
             self.renders_total += 1;
-            view.rendering = Some(render(state, key, ctx));
+            let rendering = render(state, key, ctx);
+            // Shown as a change (a resume's `update`) it is one; `init` frames say `init`.
+            let version =
+                ViewVersion::new(view.touches, revision, EventName::Update, rendering, None);
+            view.current = Some(Arc::new(version));
         }
         view
     }
@@ -110,45 +114,24 @@ impl ViewTable {
         }
     }
 
-    /// Applies a batch of changes: every view whose selection prefixes a changed cache key is
-    /// touched; watched ones are re-rendered once and returned when their output changed,
-    /// unwatched ones just go stale.
+    /// Applies a batch of changes that brought the state to `revision`: every view whose
+    /// selection prefixes a changed cache key is touched; watched ones are re-rendered once and
+    /// returned when their output changed, unwatched ones just go stale.
     pub fn apply(
         &mut self,
         changes: &[Change],
         state: &ClusterState,
         ctx: &RenderContext<'_>,
+        revision: i64,
     ) -> Vec<ViewUpdate> {
-        // view → (whether every change that touched it was a delete, changed pod group keys)
-        let mut touched: HashMap<&ViewKey, (bool, Vec<&str>)> = HashMap::new();
-        for change in changes {
-            let Some(bucket) = self.index.get(&change.family) else {
-                continue;
-            };
-            let deleted = change.kind == ChangeKind::Delete;
-            for end in (0..=change.key.len()).filter(|&i| change.key.is_char_boundary(i)) {
-                for key in bucket.get(&change.key[..end]).into_iter().flatten() {
-                    let entry = touched.entry(key).or_insert((true, Vec::new()));
-                    entry.0 &= deleted;
-                    if change.family == Family::PodGroup {
-                        entry.1.push(&change.key);
-                    }
-                }
-            }
-        }
-        let mut touched: Vec<(ViewKey, bool, Vec<&str>)> = touched
-            .into_iter()
-            .map(|(k, (deleted, keys))| (k.clone(), deleted, keys))
-            .collect();
-        touched.sort();
         let mut updates = Vec::new();
-        for (key, all_deleted, changed) in touched {
+        for (key, all_deleted, changed) in self.touched(changes) {
             let Some(view) = self.views.get_mut(&key) else {
                 continue;
             };
             view.touches += 1;
             if view.subscribers.is_empty() {
-                view.rendering = None;
+                view.current = None;
                 view.fragments = None;
                 continue;
             }
@@ -166,23 +149,54 @@ impl ViewTable {
                 }
                 Renderer::Whole(_) => render(state, &key, ctx),
             };
-            if view.rendering.as_ref() == Some(&new) {
+            let previous = view.current.as_ref().map(|v| v.rendering.clone());
+            if previous.as_ref() == Some(&new) {
                 continue; // unchanged output writes nothing (rule 5 in the crate docs)
             }
-            let (event, data) = match &new {
-                Ok(json) if all_deleted => (EventName::Delete, json.clone()),
-                Ok(json) => (EventName::Update, json.clone()),
-                Err(e) => (EventName::Error, Bytes::from(e.to_string())),
+            let event = if all_deleted {
+                EventName::Delete
+            } else {
+                EventName::Update
             };
-            view.rendering = Some(new);
-            updates.push(ViewUpdate {
-                key,
-                touches: view.touches,
+            let previous = previous.and_then(Result::ok);
+            let version = Arc::new(ViewVersion::new(
+                view.touches,
+                revision,
                 event,
-                data,
-            });
+                new,
+                previous,
+            ));
+            view.current = Some(version.clone());
+            updates.push(ViewUpdate { key, version });
         }
         updates
+    }
+
+    /// The views a batch touches, in key order, with whether every change that touched each
+    /// was a delete, and the pod group keys among them (for fragmented views).
+    fn touched(&self, changes: &[Change]) -> Vec<(ViewKey, bool, Vec<String>)> {
+        let mut touched: HashMap<&ViewKey, (bool, Vec<String>)> = HashMap::new();
+        for change in changes {
+            let Some(bucket) = self.index.get(&change.family) else {
+                continue;
+            };
+            let deleted = change.kind == ChangeKind::Delete;
+            for end in (0..=change.key.len()).filter(|&i| change.key.is_char_boundary(i)) {
+                for key in bucket.get(&change.key[..end]).into_iter().flatten() {
+                    let entry = touched.entry(key).or_insert((true, Vec::new()));
+                    entry.0 &= deleted;
+                    if change.family == Family::PodGroup {
+                        entry.1.push(change.key.clone());
+                    }
+                }
+            }
+        }
+        let mut touched: Vec<(ViewKey, bool, Vec<String>)> = touched
+            .into_iter()
+            .map(|(k, (deleted, keys))| (k.clone(), deleted, keys))
+            .collect();
+        touched.sort();
+        touched
     }
 
     fn evict_unwatched_if_full(&mut self) {

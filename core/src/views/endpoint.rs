@@ -121,6 +121,20 @@ pub enum BodyShape {
     Array,
 }
 
+/// What a top-level member of the body stands for, so a resuming diff watch can tell which
+/// members changed from which cache keys did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Members {
+    /// A cache key of the endpoint's family (config keys, containers, portals, nodes).
+    CacheKey,
+    /// A pod group's `Spec.Name`.
+    PodGroupName,
+    /// A pod group's `Spec.Namespace` (an app).
+    Namespace,
+    /// The body is not an object.
+    None,
+}
+
 /// The description of one endpoint.
 #[derive(Debug)]
 pub struct EndpointSpec {
@@ -138,6 +152,8 @@ pub struct EndpointSpec {
     pub watchable: bool,
     /// The JSON type of the body.
     pub body: BodyShape,
+    /// What its top-level members stand for.
+    pub members: Members,
 }
 
 const APP: Selector = Selector::Param {
@@ -162,6 +178,10 @@ const fn fragments(
             Assembly::Array => BodyShape::Array,
             _ => BodyShape::Object,
         },
+        members: match assembly {
+            Assembly::Array => Members::None,
+            _ => Members::PodGroupName,
+        },
     }
 }
 
@@ -173,6 +193,7 @@ static APPS: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(|state, _| Ok(pod_groups::apps(state))),
     watchable: true,
     body: BodyShape::Object,
+    members: Members::Namespace,
 };
 static CONFIG: EndpointSpec = EndpointSpec {
     path: "/v2/configwatcher",
@@ -185,6 +206,7 @@ static CONFIG: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(|state, s| Ok(tables::config(state, s))),
     watchable: true,
     body: BodyShape::Object,
+    members: Members::CacheKey,
 };
 static PROC: EndpointSpec = fragments(
     "/v2/procwatcher",
@@ -209,6 +231,7 @@ static NODES: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(|state, s| Ok(tables::nodes(state, s))),
     watchable: true,
     body: BodyShape::Object,
+    members: Members::CacheKey,
 };
 static CONTAINERS: EndpointSpec = EndpointSpec {
     path: "/v2/containers",
@@ -221,6 +244,7 @@ static CONTAINERS: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(|state, s| Ok(tables::containers(state, s))),
     watchable: true,
     body: BodyShape::Object,
+    members: Members::CacheKey,
 };
 static PROXY: EndpointSpec = fragments(
     "/v2/proxywatcher",
@@ -239,6 +263,7 @@ static DEPENDS: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(|state, s| Ok(tables::depends(state, s))),
     watchable: true,
     body: BodyShape::Object,
+    members: Members::CacheKey,
 };
 static WEB_PROCS: EndpointSpec = fragments(
     "/v2/webrouter/webprocs",
@@ -254,6 +279,7 @@ static STREAM_PROCS: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(pod_groups::stream_procs),
     watchable: true,
     body: BodyShape::Object,
+    members: Members::Namespace,
 };
 static STREAM_PORTS: EndpointSpec = EndpointSpec {
     path: "/v2/streamrouter/ports",
@@ -263,6 +289,7 @@ static STREAM_PORTS: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(|state, s| Ok(pod_groups::stream_ports(state, s))),
     watchable: true,
     body: BodyShape::Array,
+    members: Members::None,
 };
 static REBELLION: EndpointSpec = fragments(
     "/v2/rebellion/localprocs",
@@ -284,6 +311,7 @@ static LOCAL_SPEC: EndpointSpec = EndpointSpec {
     renderer: Renderer::Whole(tables::local_spec),
     watchable: false,
     body: BodyShape::Array,
+    members: Members::None,
 };
 
 impl Endpoint {

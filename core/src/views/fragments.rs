@@ -70,20 +70,20 @@ impl FragmentSet {
     pub fn refresh(
         &mut self,
         key: &ViewKey,
-        changed: &[&str],
+        changed: &[String],
         state: &ClusterState,
         ctx: &RenderContext<'_>,
     ) {
         let selector = key.selector.as_str();
         let exact_hit = selector != "*"
             && (state.pod_groups.contains_key(selector)
-                || changed.contains(&selector)
+                || changed.iter().any(|c| c == selector)
                 || self.order_of.contains_key(selector));
         if exact_hit {
             *self = FragmentSet::build(key, state, ctx);
             return;
         }
-        for &k in changed {
+        for k in changed.iter().map(String::as_str) {
             self.remove(k);
             let selected = selector == "*" || k.starts_with(selector);
             if let Some(pg) = state.pod_groups.get(k).filter(|_| selected) {

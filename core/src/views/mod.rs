@@ -8,7 +8,7 @@ mod fragments;
 mod pod_groups;
 mod tables;
 
-pub use endpoint::{Access, Assembly, Endpoint, Renderer, Selector};
+pub use endpoint::{Access, Assembly, BodyShape, Endpoint, Members, Renderer, Selector};
 pub use fragments::FragmentSet;
 
 use bytes::Bytes;

@@ -8,7 +8,10 @@ use lainlet_core::{
     Engine, EngineConfig, Frame, KeyValue, Method, Reply, Request, RequestContext, Response,
     Snapshot, SubscriberId, WatchEvent,
 };
-use lainlet_fixtures::{Change, Dump};
+use lainlet_fixtures::{
+    keys, node_value, pod_group_value, stream_annotation, web_annotation, Change, ContainerParams,
+    ContainerSpecParams, Dump, PodGroupParams, PodParams, StreamPort,
+};
 
 /// The settings the original's goldens were recorded with.
 pub fn golden_config() -> EngineConfig {
@@ -179,5 +182,119 @@ pub fn parts(frame: &Frame) -> (u64, String, Option<String>) {
             data = Some(d.to_owned());
         }
     }
-    (frame.id, event, data)
+    (frame.id.unwrap_or(0), event, data)
+}
+
+/// Keys with several values each; the values of a key always decode.
+pub fn key_pool() -> Vec<(String, Vec<Vec<u8>>)> {
+    let mut pool = Vec::new();
+    let apps = [
+        ("hello", "hello.web.web", "web"),
+        ("hello", "hello.worker.cron", "worker"),
+        ("hello-service", "hello-service.worker.hello", "worker"),
+        ("hello2", "hello2.web.web", "web"),
+        ("redis", "redis.worker.redis", "stream"),
+    ];
+    for (a, (ns, name, kind)) in apps.iter().enumerate() {
+        let variants = (0..4)
+            .map(|variant| {
+                let annotation = match *kind {
+                    "web" => {
+                        web_annotation(&[&format!("{ns}.lain.local")], Some(false), Some("/ping"))
+                    }
+                    "stream" => stream_annotation(&[StreamPort {
+                        srcport: 9501,
+                        dstport: 6379,
+                        proto: "tcp".into(),
+                    }]),
+                    _ => "{}".to_owned(),
+                };
+                let pods = (0..variant)
+                    .map(|i| PodParams {
+                        instance_no: i as i64 + 1,
+                        containers: vec![ContainerParams {
+                            id: format!("{a}{i}").repeat(32)[..64].to_owned(),
+                            node_name: format!("node{}", i % 2 + 1),
+                            node_ip: format!("192.168.77.{}", 21 + i % 2),
+                            // the last variant loses an IP (webrouter dead-container rule)
+                            container_ip: if variant == 3 && i > 0 {
+                                String::new()
+                            } else {
+                                format!("172.20.{a}.{i}")
+                            },
+                        }],
+                    })
+                    .collect();
+                let release = format!("release-{variant}");
+                let proc_name = name.rsplit('.').next().unwrap();
+                pod_group_value(&PodGroupParams {
+                    name: (*name).into(),
+                    namespace: (*ns).into(),
+                    version: variant as i64,
+                    annotation,
+                    dependencies: vec![],
+                    containers: vec![ContainerSpecParams::lain(
+                        ns,
+                        &release,
+                        proc_name,
+                        &["./run"],
+                        8080,
+                    )],
+                    pods,
+                })
+            })
+            .collect();
+        pool.push((keys::pod_group(ns, name), variants));
+    }
+    for (path, values) in [
+        ("vip", vec!["192.168.77.201", "192.168.77.202"]),
+        (
+            "vips/192.168.77.201",
+            vec![r#"{"app": "webrouter"}"#, r#"{"app": "x"}"#],
+        ),
+        ("domain", vec!["lain.local", "lain.example"]),
+        ("domains/*.lain.local", vec![r#"{"ips":[]}"#]),
+        ("super_apps/console", vec![" {}"]),
+        ("super_apps/hello2", vec![" {}"]),
+    ] {
+        pool.push((
+            keys::config(path),
+            values.into_iter().map(|v| v.as_bytes().to_vec()).collect(),
+        ));
+    }
+    for n in 1..=2 {
+        let ip = format!("192.168.77.{}", 20 + n);
+        let name = format!("node{n}");
+        pool.push((
+            keys::node(&name, &ip, 22),
+            vec![
+                node_value(&name, &ip, 22, "/dev/sdb"),
+                node_value(&name, &ip, 22, ""),
+                b"null".to_vec(),
+            ],
+        ));
+    }
+    let portal = lainlet_fixtures::original_portal();
+    let mut moved = portal.clone();
+    for pod in &mut moved.pods {
+        pod.container.container_ip = "172.20.9.9".into();
+    }
+    pool.push((
+        portal.key(),
+        vec![
+            lainlet_fixtures::depends_value(&portal),
+            lainlet_fixtures::depends_value(&moved),
+        ],
+    ));
+    // Keys whose values never decode, and a key lainlet does not read.
+    pool.push((
+        keys::pod_group("bad", "bad.web.web"),
+        vec![br#"{"Spec": 5}"#.to_vec()],
+    ));
+    pool.push((
+        keys::node("bad", "1.1.1.1", 22),
+        vec![br#""not an object""#.to_vec()],
+    ));
+    pool.push((keys::depends_specs("x.portal.y"), vec![b"{}".to_vec()]));
+    pool
 }

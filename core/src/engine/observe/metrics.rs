@@ -117,6 +117,7 @@ impl Engine {
         let mirror = self.mirror.stats();
         let views = self.views.stats();
         let delivery = self.subs.stats();
+        let history = self.history.stats();
         let applied = self.applied_revision().unwrap_or(0);
         let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
         let per_endpoint = self.subs.count_by_endpoint();
@@ -242,6 +243,18 @@ impl Engine {
                 Counter,
                 "Frames replaced by newer state before a slow connection took them.",
                 delivery.conflated,
+            ),
+            Metric::one(
+                "lainlet_history_entries",
+                Gauge,
+                "Changes kept for resuming watches (rev=1 with Last-Event-ID or since).",
+                history.entries,
+            ),
+            Metric::one(
+                "lainlet_history_oldest_revision",
+                Gauge,
+                "The oldest revision a watch can resume from without a new init.",
+                history.horizon,
             ),
             Metric::one(
                 "lainlet_heartbeats",
