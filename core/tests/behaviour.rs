@@ -500,3 +500,65 @@ fn the_edge_case_dump_loads_and_every_endpoint_answers() {
         "the dump's bad values are reported"
     );
 }
+
+#[test]
+fn values_that_are_not_pod_groups_keep_the_last_good_value_and_are_reported() {
+    let key = keys::pod_group("hello", "hello.web.web");
+    for bad in [
+        &b"[]"[..],
+        b"null",
+        b"{}",
+        br#"{"Spec":null}"#,
+        b"\"\"",
+        b"0",
+        b"true",
+    ] {
+        let mut h = Harness::golden();
+        let proxy = body(&h.get("/v2/proxywatcher?appname=hello"));
+        h.apply(&[Change::Put {
+            key: key.clone(),
+            value: bad.to_vec(),
+        }]);
+        let shown = String::from_utf8_lossy(bad);
+        assert_eq!(
+            body(&h.get("/v2/proxywatcher?appname=hello")),
+            proxy,
+            "{shown}: the pods stay"
+        );
+        assert!(
+            body(&h.get("/debug")).contains(&key),
+            "{shown}: reported in /debug"
+        );
+        assert!(
+            body(&h.get("/metrics")).contains("lainlet_undecodable_keys 1"),
+            "{shown}: counted in /metrics"
+        );
+    }
+}
+
+#[test]
+fn debug_shows_raw_values_to_super_callers_only_and_keeps_its_fields_for_everyone() {
+    let mut h = Harness::golden();
+    h.apply(&[Change::Put {
+        key: keys::config("rsyncd_secrets"),
+        value: b"s3cr3t-uuid".to_vec(),
+    }]);
+    let secret = "czNjcjN0LXV1aWQ="; // base64 of the value
+    let local: serde_json::Value = serde_json::from_str(&body(&h.get("/debug"))).unwrap();
+    assert_eq!(
+        local["watchers"]["config"]["LastEvent"]["Data"][0]["Value"],
+        secret
+    );
+    let stranger = body(&h.get_from(ip("127.0.0.99"), "/debug"));
+    assert!(!stranger.contains(secret), "{stranger}");
+    let stranger: serde_json::Value = serde_json::from_str(&stranger).unwrap();
+    let data = &stranger["watchers"]["config"]["LastEvent"]["Data"][0];
+    assert_eq!(
+        data["Key"], "/lain/config/rsyncd_secrets",
+        "the fields stay"
+    );
+    assert_eq!(data["Value"], "", "the value is redacted");
+    for field in ["connections", "goroutines", "watchers"] {
+        assert!(stranger.get(field).is_some(), "{field}");
+    }
+}

@@ -407,7 +407,7 @@ impl Engine {
         }
     }
 
-    fn authorizer(&self) -> Authorizer<'_> {
+    pub(crate) fn authorizer(&self) -> Authorizer<'_> {
         Authorizer {
             state: &self.state,
             node_ip: &self.config.node_ip,

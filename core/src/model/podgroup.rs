@@ -98,12 +98,36 @@ pub struct StreamPort {
 }
 
 impl PodGroup {
-    /// Decodes a pod group value. Only a type mismatch in a read field, or invalid JSON, fails.
+    /// Decodes a pod group value. Fails on invalid JSON, on a type mismatch in a read field,
+    /// and on a value that is not a pod group: not a JSON object, or without what every value
+    /// deployd writes has (a `Spec` with a `Name` and a `Namespace`).
     pub fn decode(value: &[u8]) -> Result<PodGroup, DecodeError> {
-        let raw: Option<RawPodGroup> =
+        let first = value.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            let found = match first {
+                None => "nothing",
+                Some(b'[') => "an array",
+                Some(b'n') => "null",
+                Some(b'"') => "a string",
+                Some(b't' | b'f') => "a boolean",
+                Some(_) => "something else",
+            };
+            return Err(DecodeError::invalid(
+                "pod group",
+                format!("expected a JSON object, found {found}"),
+            ));
+        }
+        let raw: RawPodGroup =
             serde_json::from_slice(value).map_err(|e| DecodeError::invalid("pod group", e))?;
-        let raw = raw.unwrap_or_default();
-        let spec = raw.spec;
+        let Some(spec) = raw.spec else {
+            return Err(DecodeError::invalid("pod group", "no Spec"));
+        };
+        if spec.name.is_empty() || spec.namespace.is_empty() {
+            return Err(DecodeError::invalid(
+                "pod group",
+                "Spec.Name or Spec.Namespace is empty",
+            ));
+        }
         let stream_ports = annotation_ports(&spec.pod.annotation);
         let app_version = spec
             .pod
@@ -220,8 +244,8 @@ fn get_ci<'a>(
 
 #[derive(Default, Deserialize)]
 struct RawPodGroup {
-    #[serde(rename = "Spec", default, deserialize_with = "null_as_default")]
-    spec: RawSpec,
+    #[serde(rename = "Spec", default)]
+    spec: Option<RawSpec>,
     #[serde(rename = "Pods", default, deserialize_with = "null_as_default")]
     pods: Vec<RawPod>,
 }
@@ -382,20 +406,55 @@ mod tests {
     #[test]
     fn type_mismatch_in_a_read_field_is_undecodable_and_nulls_are_zero() {
         assert!(PodGroup::decode(br#"{"Spec": 5}"#).is_err());
-        assert!(PodGroup::decode(br#"{"Pods": [{"InstanceNo": "1"}]}"#).is_err());
+        assert!(PodGroup::decode(
+            br#"{"Spec": {"Name": "a.w.w", "Namespace": "a"}, "Pods": [{"InstanceNo": "1"}]}"#
+        )
+        .is_err());
         let pg = PodGroup::decode(
-            br#"{"Spec": {"Name": null, "Pod": {"Containers": null}}, "Pods": null, "Extra": [1]}"#,
+            br#"{"Spec": {"Name": "a.w.w", "Namespace": "a", "Pod": {"Containers": null}}, "Pods": null, "Extra": [1]}"#,
         )
         .unwrap();
-        assert_eq!(pg, PodGroup::default());
-        assert_eq!(PodGroup::decode(b"null").unwrap(), PodGroup::default());
+        assert_eq!(
+            pg,
+            PodGroup {
+                name: "a.w.w".into(),
+                namespace: "a".into(),
+                ..PodGroup::default()
+            }
+        );
+    }
+
+    #[test]
+    fn values_that_are_not_pod_groups_are_undecodable() {
+        for value in [
+            &b"[]"[..],
+            b"null",
+            b"{}",
+            br#"{"Spec":null}"#,
+            br#"{"Spec":{}}"#,
+            br#"{"Spec":{"Name":"x.web.web"}}"#,
+            br#"{"Spec":{"Name":null,"Namespace":"x"}}"#,
+            b"\"\"",
+            b"0",
+            b"true",
+            b"",
+            b"  ",
+        ] {
+            let err = PodGroup::decode(value).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid pod group value"),
+                "{}: {err}",
+                String::from_utf8_lossy(value)
+            );
+        }
     }
 
     #[test]
     fn proc_name_is_the_last_lain_procname_of_the_runtime_env() {
         let proc = |env: &str| {
-            let v = String::from(r#"{"Pods":[{"Containers":[{"Runtime":{"Config":{"Env":"#)
-                + env
+            let v = String::from(
+                r#"{"Spec":{"Name":"a.w.w","Namespace":"a"},"Pods":[{"Containers":[{"Runtime":{"Config":{"Env":"#,
+            ) + env
                 + "}}}]}]}";
             PodGroup::decode(v.as_bytes()).map(|pg| pg.pods[0].containers[0].proc_name.clone())
         };

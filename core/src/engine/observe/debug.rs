@@ -67,6 +67,8 @@ struct DebugJson<'a> {
 
 impl Engine {
     pub(in crate::engine) fn debug(&self, ctx: &RequestContext) -> Response {
+        // Raw values (secrets, whole pod groups) only for super callers; the fields stay.
+        let show_values = self.authorizer().is_super(&crate::auth::host_of(ctx.peer));
         let mut receivers: BTreeMap<Family, usize> = BTreeMap::new();
         for (endpoint, n) in self.subs.count_by_endpoint() {
             *receivers.entry(endpoint.family()).or_default() += n;
@@ -75,10 +77,8 @@ impl Engine {
             .iter()
             .map(|&family| {
                 let receivers = receivers.get(&family).copied().unwrap_or(0);
-                (
-                    family.debug_name(),
-                    self.watcher_status(family, receivers, ctx),
-                )
+                let status = self.watcher_status(family, receivers, ctx, show_values);
+                (family.debug_name(), status)
             })
             .collect();
         let decode_errors = self
@@ -113,13 +113,18 @@ impl Engine {
         family: Family,
         num_receivers: usize,
         ctx: &RequestContext,
+        show_values: bool,
     ) -> WatcherStatus {
         let last = self.mirror.last_event(family);
         let data = last
             .and_then(|(e, _)| e.value.as_ref().map(|v| (e, v)))
             .map(|(e, v)| DataJson {
                 key: e.key.clone(),
-                value: base64::engine::general_purpose::STANDARD.encode(v.as_slice()),
+                // Redacted: an empty value (valid base64, so readers keep working).
+                value: match show_values {
+                    true => base64::engine::general_purpose::STANDARD.encode(v.as_slice()),
+                    false => String::new(),
+                },
                 last_index: e.revision,
             });
         WatcherStatus {
