@@ -16,8 +16,17 @@
 //!    the containers lost their IPs`) becomes a gRPC error with the same text (status
 //!    `Unknown`, like the original).
 //! 3. Build the reply from the view's JSON bytes with [`FromView::from_view`] (typed, e.g.
-//!    `CoreinfoReply::from_view(&json)`) or [`reply_from_view`] (encoded bytes). For `Watch`,
-//!    do the same for every new frame of a watch of the same view.
+//!    `CoreinfoReply::from_view(&json)`) or [`reply_from_view`] (encoded bytes);
+//!    [`get_reply`] does steps 2–3 for an engine answer (status and body) and gives an
+//!    [`EncodedReply`] or the [`RpcError`] to send.
+//! 4. For `Watch`, ask for the same view with `watch=1` ([`Service::watch_path_and_query`])
+//!    and, for every new state of it, seal the reply once per state with [`seal_reply`]
+//!    (shared by every watcher of the state) and let the watcher's [`WatchReplies`] decide
+//!    whether it is a message to send: a state whose reply equals the last one sent is not.
+//!
+//! A server declares the view-backed replies as [`EncodedReply`] (tonic-build
+//! `extern_path(".message.<Reply>", "::lainlet_grpc::EncodedReply")`), so a shared encoding
+//! is sent as it is, without decoding or re-encoding per caller.
 //!
 //! `Lainlet.Version` is [`version_reply`]; `Lainlet.Status` is [`status_reply_from_debug`]
 //! over the engine's `/debug` JSON (or [`status_reply`] from the parts).
@@ -71,16 +80,22 @@
 //!   without containers or with more runtime than spec containers, deterministic choice on
 //!   pod-group name clashes, exact super-app names.
 //!
-//! Not decided here: how `Watch` suppresses unchanged replies. The original compared against
-//! a cache shared by every caller of the same key (so concurrent watchers could suppress each
-//! other's updates) and sent `Containers` on every notification; that belongs to the shell.
+//! * **`Watch`** sends one message per change of *that watcher's* reply ([`WatchReplies`]).
+//!   The original compared against a cache shared by every caller of the same key, updated by
+//!   `Get` too, so concurrent watchers (or a `Get`) could suppress each other's updates; and
+//!   it sent `Containers` on every notification, changed or not.
+//! * Errors are `Unknown` with the original's texts, as the original's were; the conditions
+//!   that are new in lainlet are `Unavailable` (no etcd snapshot yet, shutting down) and
+//!   `Internal` (a view without a reply, a bug) — see [`Code`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod encoded;
 mod error;
 mod json;
 mod reply;
+mod serve;
 mod service;
 mod status;
 
@@ -92,6 +107,7 @@ pub mod message {
     include!(concat!(env!("OUT_DIR"), "/message.rs"));
 }
 
+pub use encoded::EncodedReply;
 pub use error::{MapError, RequestError};
 pub use reply::{
     appname_reply, apps_reply, backupctl_reply, config_reply, containers_reply, coreinfo_reply,
@@ -99,6 +115,7 @@ pub use reply::{
     rebellion_localprocs_reply, reply_from_view, streamrouter_ports_reply,
     streamrouter_streamprocs_reply, webrouter_webprocs_reply, FromView,
 };
+pub use serve::{get_reply, seal_reply, Code, RpcError, WatchReplies};
 pub use service::{percent_encode, Service, ViewRequest};
 pub use status::{
     status_reply, status_reply_from_debug, version_reply, watcher_statuses_from_debug, KvPair,

@@ -171,6 +171,19 @@ impl Service {
             format!("{}?{query}", self.http_path())
         })
     }
+
+    /// The view's path and query for a `Watch`: [`Service::http_path_and_query`] with
+    /// `watch=1`, e.g. `/v2/coreinfowatcher?appname=hello&watch=1`. `None` for the services
+    /// without `Watch` ([`Service::has_watch`]).
+    pub fn watch_path_and_query(self, value: &str) -> Option<Result<String, RequestError>> {
+        if !self.has_watch() {
+            return None;
+        }
+        Some(self.http_query(value).map(|query| match query.is_empty() {
+            true => format!("{}?watch=1", self.http_path()),
+            false => format!("{}?{query}&watch=1", self.http_path()),
+        }))
+    }
 }
 
 /// Percent-encodes a query value: every byte except ASCII letters, digits and `-._~` becomes
@@ -207,6 +220,11 @@ pub trait ViewRequest {
     /// The view path and query, see [`Service::http_path_and_query`].
     fn http_path_and_query(&self) -> Result<String, RequestError> {
         Self::SERVICE.http_path_and_query(self.param_value())
+    }
+
+    /// The view path and query of a `Watch`, see [`Service::watch_path_and_query`].
+    fn watch_path_and_query(&self) -> Option<Result<String, RequestError>> {
+        Self::SERVICE.watch_path_and_query(self.param_value())
     }
 }
 

@@ -223,3 +223,36 @@ fn request_types_belong_to_their_service() {
     assert_eq!(<AppsRequest as ViewRequest>::SERVICE, Service::Apps);
     assert_eq!(<AppnameRequest as ViewRequest>::SERVICE, Service::Appname);
 }
+
+#[test]
+fn a_watch_asks_for_the_same_view_with_watch_1() {
+    assert_eq!(
+        CoreinfoRequest {
+            appname: "hello".into()
+        }
+        .watch_path_and_query(),
+        Some(Ok("/v2/coreinfowatcher?appname=hello&watch=1".to_owned()))
+    );
+    assert_eq!(
+        AppsRequest {}.watch_path_and_query(),
+        Some(Ok("/v2/appswatcher?watch=1".to_owned()))
+    );
+    assert_eq!(
+        ConfigRequest::default().watch_path_and_query(),
+        Some(Ok("/v2/configwatcher?watch=1".to_owned()))
+    );
+    assert_eq!(
+        PodgroupRequest::default().watch_path_and_query(),
+        Some(Err(RequestError::AppnameRequired))
+    );
+    // Get-only services have no watch.
+    assert_eq!(LocalspecRequest::default().watch_path_and_query(), None);
+    assert_eq!(AppnameRequest::default().watch_path_and_query(), None);
+    for service in Service::ALL {
+        assert_eq!(
+            service.watch_path_and_query("x").is_some(),
+            service.has_watch(),
+            "{service:?}"
+        );
+    }
+}
