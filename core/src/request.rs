@@ -81,13 +81,17 @@ impl<'a> Request<'a> {
     }
 
     /// Whether [`crate::Engine::handle_request`] answers this request with
-    /// [`crate::Reply::Stream`]: a `GET` of a `/v2` view whose `watch` parameter is true. A pure
+    /// [`crate::Reply::Stream`]: a `GET` of a `/v2` view whose `watch` parameter is true, or a
+    /// `GET` of the status page's stream (`/status/stream`). A pure
     /// function of the request line, so a shell can choose its transport (e.g. write the exact
     /// SSE head itself, spec §3.2) before it hands the request to the engine.
     pub fn is_watch(&self) -> bool {
-        self.method == Method::Get
-            && matches!(Route::parse(self.path), Some(Route::View(_)))
-            && Query::parse(self.query).watch() == Ok(true)
+        match Route::parse(self.path) {
+            _ if self.method != Method::Get => false,
+            Some(Route::View(_)) => Query::parse(self.query).watch() == Ok(true),
+            Some(Route::StatusStream) => true,
+            _ => false,
+        }
     }
 }
 
@@ -106,6 +110,10 @@ pub enum Route {
     Healthz,
     /// `/metrics` (new): Prometheus text format.
     Metrics,
+    /// `/` and `/status` (new): the live status page (HTML), for local callers only.
+    Status,
+    /// `/status/stream` (new): the status page's SSE stream, for local callers only.
+    StatusStream,
 }
 
 impl Route {
@@ -124,6 +132,8 @@ impl Route {
             "/version" => Some(Route::Version),
             "/healthz" => Some(Route::Healthz),
             "/metrics" => Some(Route::Metrics),
+            "/" | "/status" => Some(Route::Status),
+            "/status/stream" => Some(Route::StatusStream),
             _ => None,
         }
     }
@@ -286,7 +296,10 @@ mod tests {
         assert_eq!(Route::parse("/v2/localspecwatcher"), None);
         assert_eq!(Route::parse("/v2/backupctl"), None);
         assert_eq!(Route::parse("/appname/"), Some(Route::AppName));
-        assert_eq!(Route::parse("/"), None);
+        assert_eq!(Route::parse("/"), Some(Route::Status));
+        assert_eq!(Route::parse("/status/"), Some(Route::Status));
+        assert_eq!(Route::parse("/status/stream"), Some(Route::StatusStream));
+        assert_eq!(Route::parse("/index.html"), None);
     }
 
     #[test]
@@ -333,6 +346,9 @@ mod tests {
         assert!(!w(Method::Get, "/v2/procwatcher?watch=maybe"));
         assert!(!w(Method::Get, "/debug?watch=1"));
         assert!(!w(Method::Get, "/v2/nothing?watch=1"));
+        assert!(w(Method::Get, "/status/stream"));
+        assert!(!w(Method::Head, "/status/stream"));
+        assert!(!w(Method::Get, "/status?watch=1"));
     }
 
     #[test]

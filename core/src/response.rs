@@ -19,6 +19,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// Whether to add `X-Content-Type-Options: nosniff` (the 404 of a wrong method).
     pub nosniff: bool,
+    /// Further headers (the status page's `Content-Security-Policy`, …); none on v2 answers.
+    pub extra_headers: &'static [(&'static str, &'static str)],
     /// The body (the shell omits it for HEAD but keeps its length).
     pub body: Bytes,
 }
@@ -30,6 +32,7 @@ impl Response {
             status,
             content_type: TEXT_PLAIN,
             nosniff: false,
+            extra_headers: &[],
             body: body.into(),
         }
     }
@@ -45,7 +48,9 @@ impl Response {
         let nosniff = self
             .nosniff
             .then_some(("X-Content-Type-Options", "nosniff"));
-        std::iter::once(("Content-Type", self.content_type)).chain(nosniff)
+        std::iter::once(("Content-Type", self.content_type))
+            .chain(nosniff)
+            .chain(self.extra_headers.iter().copied())
     }
 
     /// The whole response as HTTP/1.1 bytes that end the connection: status line, the
@@ -112,12 +117,13 @@ mod tests {
             status: 404,
             content_type: TEXT_PLAIN,
             nosniff: true,
+            extra_headers: &[("Cache-Control", "no-store")],
             body: Bytes::from_static(b"404 page not found\n"),
         };
         assert_eq!(
             String::from_utf8(r.to_http1(false)).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             X-Content-Type-Options: nosniff\r\nContent-Length: 19\r\nConnection: close\r\n\r\n\
+             X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: 19\r\nConnection: close\r\n\r\n\
              404 page not found\n"
         );
         let head = String::from_utf8(r.to_http1(true)).unwrap();

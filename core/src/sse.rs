@@ -21,6 +21,8 @@ pub enum EventName {
     Heartbeat,
     /// A diff stream's change: `{"put":{…},"delete":[…]}` (`diff=1`).
     Patch,
+    /// The status page's stream (`/status/stream`): the service's status as JSON.
+    Status,
 }
 
 impl EventName {
@@ -33,6 +35,7 @@ impl EventName {
             EventName::Error => "error",
             EventName::Heartbeat => "heartbeat",
             EventName::Patch => "patch",
+            EventName::Status => "status",
         }
     }
 }

@@ -54,6 +54,8 @@ pub(super) struct EtcdLink {
     pub(super) disconnects: u64,
     /// The newest store revision etcd has reported (response headers).
     pub(super) etcd_revision: i64,
+    /// The endpoint of the last [`EtcdStep::Connect`] (an index into the shell's list).
+    pub(super) endpoint: Option<usize>,
 }
 
 impl EtcdLink {
@@ -66,6 +68,7 @@ impl EtcdLink {
             },
             disconnects: 0,
             etcd_revision: 0,
+            endpoint: None,
         }
     }
 
@@ -82,9 +85,14 @@ impl Engine {
     /// What to do next for etcd (see [`EtcdStep`]). While a watch is being read, ask again
     /// only after it ended.
     pub fn poll_etcd(&mut self, now: Instant) -> EtcdStep {
-        self.etcd
+        let step = self
+            .etcd
             .sync
-            .next_step(now, self.mirror.applied_revision())
+            .next_step(now, self.mirror.applied_revision());
+        if let EtcdStep::Connect { endpoint } = step {
+            self.etcd.endpoint = Some(endpoint);
+        }
+        step
     }
 
     /// The connection asked for by [`EtcdStep::Connect`] is up.

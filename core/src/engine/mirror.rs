@@ -35,6 +35,8 @@ pub struct DecodeFailure {
     pub revision: i64,
     /// Why it did not decode.
     pub error: DecodeError,
+    /// Since when the key's value has not decoded (the first of consecutive bad values).
+    pub since: Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -167,9 +169,11 @@ impl Mirror {
                 }
                 Err(error) => {
                     self.decode_failures_total += 1;
+                    let since = self.failures.get(&kv.key).map_or(now, |f| f.since);
                     let failure = DecodeFailure {
                         revision: kv.mod_revision,
                         error,
+                        since,
                     };
                     self.failures.insert(kv.key.clone(), failure);
                     false

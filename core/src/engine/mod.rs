@@ -73,6 +73,12 @@ pub struct EngineConfig {
     pub seed: u64,
     /// How much change history is kept for resuming watches.
     pub history: HistoryWindow,
+    /// When the process started (the status page's uptime, the time until it served); `None`:
+    /// the first status request's time.
+    pub started: Option<Instant>,
+    /// The etcd endpoints as the shell connects to them (the status page names the one in
+    /// use); empty in demo mode or when not told.
+    pub etcd_urls: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +93,8 @@ impl Default for EngineConfig {
             backoff: BackoffPolicy::default(),
             seed: 1,
             history: HistoryWindow::default(),
+            started: None,
+            etcd_urls: Vec::new(),
         }
     }
 }
@@ -118,6 +126,7 @@ pub struct Engine {
     /// resuming diff watch of a view keyed by those cannot name its members: it gets `init`).
     misnamed_pod_group: bool,
     counters: observe::Counters,
+    status: observe::StatusState,
 }
 
 impl Engine {
@@ -136,6 +145,7 @@ impl Engine {
             history,
             misnamed_pod_group: false,
             counters: observe::Counters::default(),
+            status: observe::StatusState::default(),
         }
     }
 
@@ -193,6 +203,8 @@ impl Engine {
             Route::Metrics => self.metrics(),
             Route::Debug => self.debug(ctx),
             Route::AppName => self.app_name(&query, ctx.peer),
+            Route::Status => self.status_page(ctx),
+            Route::StatusStream => return self.status_stream(request.method, ctx),
             Route::View(endpoint) => return self.view_request(endpoint, request, &query, ctx),
         };
         Reply::Response(response)
@@ -205,9 +217,11 @@ impl Engine {
         }
     }
 
-    /// Time has come (see [`Engine::poll_timeout`]): marks due heartbeats.
+    /// Time has come (see [`Engine::poll_timeout`]): marks due heartbeats, and makes the
+    /// frames of status streams whose period came round.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.subs.handle_timeout(now);
+        self.refresh_status(now);
     }
 
     /// When [`Engine::handle_timeout`] must be called next, if ever.

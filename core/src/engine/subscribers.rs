@@ -37,6 +37,10 @@ pub enum Mode {
     },
     /// The state itself, for a shell that converts it ([`super::Engine::poll_update`]).
     Raw,
+    /// The status page's stream (`/status/stream`): no view; its period is its heartbeat
+    /// deadline, and when that is due the engine makes the status frame
+    /// ([`Subscribers::take_status_due`], [`Subscribers::deliver_status`]).
+    Status,
 }
 
 impl Mode {
@@ -44,7 +48,7 @@ impl Mode {
     pub fn quiet_id(self) -> Option<u64> {
         match self {
             Mode::Original { .. } => Some(0),
-            Mode::Revisions { .. } | Mode::Raw => None,
+            Mode::Revisions { .. } | Mode::Raw | Mode::Status => None,
         }
     }
 
@@ -66,6 +70,8 @@ pub enum Opening {
     Quiet(Arc<ViewVersion>),
     /// With this error, which ends the watch.
     Final(ApiError),
+    /// A status stream, with its first frame's body ([`Mode::Status`]).
+    Status(Bytes),
 }
 
 /// What a watch will write next.
@@ -87,6 +93,8 @@ enum Pending {
     },
     /// An error that ends the watch.
     Final(ApiError),
+    /// A status frame's body ([`Mode::Status`]); a newer one replaces it.
+    Status(Bytes),
 }
 
 #[derive(Debug)]
@@ -135,6 +143,8 @@ pub struct Subscribers {
     wakeups: VecDeque<SubscriberId>,
     heartbeats: BinaryHeap<Reverse<(Instant, SubscriberId)>>,
     stats: DeliveryStats,
+    /// Status streams whose period came round; the engine makes their frame.
+    status_due: Vec<SubscriberId>,
 }
 
 impl Subscribers {
@@ -166,6 +176,7 @@ impl Subscribers {
             }
             Opening::Quiet(version) => (None, version.json().cloned()),
             Opening::Final(error) => (Some(Pending::Final(error)), None),
+            Opening::Status(body) => (Some(Pending::Status(body)), None),
         };
         let sub = Subscriber {
             view,
@@ -211,12 +222,28 @@ impl Subscribers {
                 true,
             ),
             Some(Pending::Final(error)) => (Pending::Final(error), false),
+            Some(Pending::Status(_)) => (Pending::Change(version), false),
         };
         sub.pending = Some(next);
         if conflated {
             self.stats.conflated += 1;
         }
         self.wake(id);
+    }
+
+    /// Puts a status frame's body into the slot of status stream `id`, replacing one the
+    /// shell has not taken yet (not counted as a conflation: it is no view's state).
+    pub fn deliver_status(&mut self, id: SubscriberId, body: &Bytes) {
+        let Some(sub) = self.subs.get_mut(&id).filter(|s| s.mode == Mode::Status) else {
+            return;
+        };
+        sub.pending = Some(Pending::Status(body.clone()));
+        self.wake(id);
+    }
+
+    /// The status streams whose period came round since the last call.
+    pub fn take_status_due(&mut self) -> Vec<SubscriberId> {
+        std::mem::take(&mut self.status_due)
     }
 
     fn wake(&mut self, id: SubscriberId) {
@@ -242,6 +269,7 @@ impl Subscribers {
     /// `None` when there is nothing to write (the next change wakes the watch again).
     pub fn poll_frame(&mut self, id: SubscriberId) -> Option<(Frame, Option<ViewKey>)> {
         let sub = self.subs.get_mut(&id)?;
+        let counted = sub.mode != Mode::Status;
         let frame = loop {
             match sub.pending.take() {
                 Some(pending) => {
@@ -263,8 +291,10 @@ impl Subscribers {
                 }
             }
         };
-        self.stats.frames += 1;
-        self.stats.bytes += frame.len() as u64;
+        if counted {
+            self.stats.frames += 1;
+            self.stats.bytes += frame.len() as u64;
+        }
         let closed_view = if frame.close { self.close(id) } else { None };
         Some((frame, closed_view))
     }
@@ -280,7 +310,7 @@ impl Subscribers {
                 }
             }
             Some(Pending::Final(error)) => Update::Error(error),
-            None => {
+            Some(Pending::Status(_)) | None => {
                 sub.awake = false;
                 return None;
             }
@@ -311,8 +341,12 @@ impl Subscribers {
             let Some(period) = sub.heartbeat else {
                 continue;
             };
-            sub.heartbeat_due = true;
-            self.wake(id);
+            if sub.mode == Mode::Status {
+                self.status_due.push(id);
+            } else {
+                sub.heartbeat_due = true;
+                self.wake(id);
+            }
             let next = at
                 .checked_add(period)
                 .filter(|n| *n > now)
@@ -334,6 +368,23 @@ impl Subscribers {
         self.stats
     }
 
+    /// Open status streams ([`Mode::Status`]).
+    pub fn status_count(&self) -> usize {
+        self.subs
+            .values()
+            .filter(|s| s.mode == Mode::Status)
+            .count()
+    }
+
+    /// Open watches per view (watches that end with their first frame are not counted).
+    pub fn count_by_view(&self) -> BTreeMap<&ViewKey, usize> {
+        let mut counts = BTreeMap::new();
+        for view in self.subs.values().filter_map(|s| s.view.as_ref()) {
+            *counts.entry(view).or_default() += 1;
+        }
+        counts
+    }
+
     /// Open watches per endpoint (watches that end with their first frame are not counted).
     pub fn count_by_endpoint(&self) -> BTreeMap<Endpoint, usize> {
         let mut counts = BTreeMap::new();
@@ -353,6 +404,13 @@ fn frame_of(sub: &mut Subscriber, pending: Pending) -> Option<Frame> {
         close: false,
     };
     let version = match &pending {
+        Pending::Status(body) => {
+            return Some(Frame {
+                id: None,
+                body: body.clone(),
+                close: false,
+            })
+        }
         Pending::Final(error) => {
             let text = error.to_string();
             return Some(Frame {
@@ -377,7 +435,7 @@ fn frame_of(sub: &mut Subscriber, pending: Pending) -> Option<Frame> {
         None
     };
     Some(match (sub.mode, pending) {
-        (_, Pending::Final(_)) => unreachable!("returned above"),
+        (_, Pending::Final(_) | Pending::Status(_)) => unreachable!("returned above"),
         (Mode::Original { .. }, Pending::Init(_)) => frame(1, version.init_body()),
         (Mode::Original { base }, _) => frame(
             version.touches.saturating_sub(base) + 1,

@@ -1,9 +1,13 @@
-//! What the engine tells about itself: `/healthz` ([`health`]), `/metrics` ([`metrics`]) and
-//! `/debug` ([`debug`]), each built from what the engine's parts report (their `stats()`).
+//! What the engine tells about itself: `/healthz` ([`health`]), `/metrics` ([`metrics`]),
+//! `/debug` ([`debug`]) and the live status page with its stream ([`status`]), each built from
+//! what the engine's parts report (their `stats()`).
 
 mod debug;
 mod health;
 mod metrics;
+mod status;
+
+pub use status::StatusState;
 
 use std::time::Instant;
 
