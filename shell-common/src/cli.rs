@@ -4,7 +4,9 @@
 //! (`-web :9001`, `-web=:9001`, `-debug`, `-debug=false`, `-v`, `-grpc.addr X`) are rewritten
 //! to them by [`normalise`] before clap parses, so existing deployment scripts keep working.
 //! Every setting can also come from a `LAINLET_*` environment variable. Both shells take the
-//! same command line; only the tokio shell has the TLS flags (feature `tls`).
+//! same command line; only the tokio shell has the etcd TLS flags (feature `tls`), and only it
+//! serves the gRPC flags (`-grpc.addr`, `-grpc.TLS`, `-grpc.key`, `-grpc.cert`, see
+//! [`Cli::grpc`]), which the smol shell refuses.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -105,9 +107,50 @@ pub struct Cli {
     #[arg(short = 'v', long)]
     pub version: bool,
 
-    /// The original's gRPC listen address: accepted, but gRPC is not implemented.
-    #[arg(long = "grpc.addr", value_name = "ADDR", hide = true)]
+    /// gRPC listen address for the original's gRPC API: `host:port`, or `:port` for every
+    /// interface; empty or absent: no gRPC. Only the `lainlet` binary serves gRPC.
+    #[arg(long = "grpc.addr", env = "LAINLET_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<String>,
+
+    /// Serve gRPC over TLS, with --grpc.key and --grpc.cert.
+    #[arg(
+        long = "grpc.TLS",
+        env = "LAINLET_GRPC_TLS",
+        value_parser = FalseyValueParser::new()
+    )]
+    pub grpc_tls: bool,
+
+    /// The gRPC TLS private key (PEM file).
+    #[arg(long = "grpc.key", env = "LAINLET_GRPC_KEY", value_name = "FILE")]
+    pub grpc_key: Option<std::path::PathBuf>,
+
+    /// The gRPC TLS certificate chain (PEM file).
+    #[arg(long = "grpc.cert", env = "LAINLET_GRPC_CERT", value_name = "FILE")]
+    pub grpc_cert: Option<std::path::PathBuf>,
+}
+
+/// What the original printed (and its exit status, -1) when neither `-web` nor `-grpc.addr`
+/// was given (spec §6).
+pub const NO_LISTENER: &str = "you should at least specify one of webAddr and grpcAddr.";
+
+/// The gRPC service the command line asks for ([`Cli::grpc`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcSettings {
+    /// `--grpc.addr` as given.
+    pub addr: String,
+    /// The addresses to try binding, in order (see [`Cli::listen_addrs`]).
+    pub addrs: Vec<SocketAddr>,
+    /// `--grpc.TLS`: the key and certificate files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of `--grpc.TLS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--grpc.key`.
+    pub key: std::path::PathBuf,
+    /// `--grpc.cert`.
+    pub cert: std::path::PathBuf,
 }
 
 /// Flags that take a value, by their long name.
@@ -123,10 +166,12 @@ const VALUE_FLAGS: &[&str] = &[
     "etcd-cert",
     "etcd-key",
     "grpc.addr",
+    "grpc.key",
+    "grpc.cert",
 ];
 
 /// Boolean flags, by their long name.
-const BOOL_FLAGS: &[&str] = &["debug", "noauth", "help", "version"];
+const BOOL_FLAGS: &[&str] = &["debug", "noauth", "help", "version", "grpc.TLS"];
 
 impl Cli {
     /// Parses the process's arguments (after [`normalise`]) for the binary `name` (shown in
@@ -135,7 +180,98 @@ impl Cli {
         let matches = Cli::command()
             .name(name)
             .get_matches_from(normalise(std::env::args_os()));
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Err((status, message)) = cli.check_listeners() {
+            eprintln!("{message}");
+            std::process::exit(status);
+        }
+        cli
+    }
+
+    /// The original's rule that something must listen: with `--web` and `--grpc.addr` both
+    /// empty, [`NO_LISTENER`] and exit status 255 (the original's -1). `--web` has a default,
+    /// so this takes an explicit `--web ''`. HTTP cannot be switched off (`/healthz`, `/metrics`
+    /// and the v2 API are always served), so an empty `--web` next to `--grpc.addr` is a usage
+    /// error (status 2). `-v` is answered first.
+    pub fn check_listeners(&self) -> Result<(), (i32, String)> {
+        if self.version || !self.web.trim().is_empty() {
+            return Ok(());
+        }
+        match self.grpc_addr() {
+            None => Err((255, NO_LISTENER.to_owned())),
+            Some(_) => Err((
+                2,
+                "--web cannot be empty: lainlet always serves HTTP (the v2 API, /healthz, \
+                 /metrics) besides gRPC; give it an address, e.g. --web :9001"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// `--grpc.addr`, unless absent or empty (the original's "gRPC disabled").
+    pub fn grpc_addr(&self) -> Option<&str> {
+        self.grpc_addr
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+    }
+
+    /// Whether any gRPC flag is given (`--grpc.addr`, `--grpc.TLS`, `--grpc.key`,
+    /// `--grpc.cert`): a shell without gRPC refuses them.
+    pub fn grpc_requested(&self) -> bool {
+        self.grpc_addr().is_some()
+            || self.grpc_tls
+            || self.grpc_key.is_some()
+            || self.grpc_cert.is_some()
+    }
+
+    /// The gRPC service asked for: `None` without `--grpc.addr`; an error (to report with exit
+    /// status 2) for a bad address or inconsistent TLS flags: `--grpc.TLS` needs both
+    /// `--grpc.key` and `--grpc.cert`, which in turn mean nothing without `--grpc.TLS`, and
+    /// none of them without `--grpc.addr`. (The original panicked on the first and ignored
+    /// the others.) The files are not read here.
+    pub fn grpc(&self) -> Result<Option<GrpcSettings>, String> {
+        let Some(addr) = self.grpc_addr() else {
+            return match self.grpc_tls || self.grpc_key.is_some() || self.grpc_cert.is_some() {
+                true => Err("--grpc.TLS, --grpc.key and --grpc.cert need --grpc.addr \
+                             (the gRPC listen address)"
+                    .to_owned()),
+                false => Ok(None),
+            };
+        };
+        let addrs = listen_addrs_of("--grpc.addr", addr)?;
+        let tls = match (self.grpc_tls, &self.grpc_key, &self.grpc_cert) {
+            (true, Some(key), Some(cert)) => Some(TlsFiles {
+                key: key.clone(),
+                cert: cert.clone(),
+            }),
+            (true, key, cert) => {
+                let missing: Vec<&str> = [
+                    (key.is_none(), "--grpc.key"),
+                    (cert.is_none(), "--grpc.cert"),
+                ]
+                .into_iter()
+                .filter_map(|(missing, flag)| missing.then_some(flag))
+                .collect();
+                return Err(format!(
+                    "--grpc.TLS needs --grpc.key FILE and --grpc.cert FILE (missing: {})",
+                    missing.join(", ")
+                ));
+            }
+            (false, None, None) => None,
+            (false, _, _) => {
+                return Err(
+                    "--grpc.key and --grpc.cert are only used with --grpc.TLS: add \
+                            --grpc.TLS to serve gRPC over TLS, or drop them"
+                        .to_owned(),
+                )
+            }
+        };
+        Ok(Some(GrpcSettings {
+            addr: addr.to_owned(),
+            addrs,
+            tls,
+        }))
     }
 
     /// The etcd endpoints as URLs (empty in demo mode).
@@ -190,19 +326,7 @@ impl Cli {
     /// The addresses to try binding, in order: `:port` means every interface (IPv6 dual-stack,
     /// else IPv4).
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
-        let web = self.web.trim();
-        if let Some(port) = web.strip_prefix(':') {
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("invalid --web address {web:?}: bad port"))?;
-            return Ok(vec![
-                SocketAddr::from(([0u16; 8], port)),
-                SocketAddr::from(([0u8; 4], port)),
-            ]);
-        }
-        std::net::ToSocketAddrs::to_socket_addrs(web)
-            .map(Iterator::collect)
-            .map_err(|e| format!("invalid --web address {web:?}: {e}"))
+        listen_addrs_of("--web", &self.web)
     }
 
     /// Binds the HTTP listener: the first of [`Cli::listen_addrs`] that works. The error says
@@ -225,6 +349,24 @@ impl Cli {
             _ => format!("http://{}", self.web),
         }
     }
+}
+
+/// The addresses to try binding for the value of `flag`: `:port` means every interface (IPv6
+/// dual-stack, else IPv4); anything else is resolved.
+fn listen_addrs_of(flag: &str, value: &str) -> Result<Vec<SocketAddr>, String> {
+    let value = value.trim();
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid {flag} address {value:?}: bad port"))?;
+        return Ok(vec![
+            SocketAddr::from(([0u16; 8], port)),
+            SocketAddr::from(([0u8; 4], port)),
+        ]);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map(Iterator::collect)
+        .map_err(|e| format!("invalid {flag} address {value:?}: {e}"))
 }
 
 /// A seed that differs between processes and starts (clock and process id); not for
@@ -345,5 +487,102 @@ mod tests {
         assert!(cli.debug && !cli.noauth);
         assert_eq!(cli.grpc_addr.as_deref(), Some(":9002"));
         assert_eq!(cli.listen_addrs().unwrap().len(), 2);
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::parse_from(normalise(args.iter().map(OsString::from)))
+    }
+
+    #[test]
+    fn the_grpc_flags_parse_go_style() {
+        let cli = parse(&[
+            "lainlet",
+            "-grpc.addr=:9000",
+            "-grpc.TLS",
+            "-grpc.key",
+            "/k.pem",
+            "-grpc.cert=/c.pem",
+        ]);
+        let grpc = cli.grpc().unwrap().unwrap();
+        assert_eq!(grpc.addr, ":9000");
+        assert_eq!(grpc.addrs.len(), 2);
+        assert_eq!(grpc.addrs[1], SocketAddr::from(([0u8; 4], 9000)));
+        assert_eq!(
+            grpc.tls,
+            Some(TlsFiles {
+                key: "/k.pem".into(),
+                cert: "/c.pem".into()
+            })
+        );
+        let tls_true = parse(&[
+            "lainlet",
+            "-grpc.addr=:9000",
+            "-grpc.TLS=true",
+            "-grpc.key=/k",
+            "-grpc.cert=/c",
+        ]);
+        assert!(tls_true.grpc().unwrap().unwrap().tls.is_some());
+        let tls_false = parse(&["lainlet", "-grpc.addr=127.0.0.1:9000", "-grpc.TLS=false"]);
+        let plain = tls_false.grpc().unwrap().unwrap();
+        assert_eq!(plain.tls, None);
+        assert_eq!(plain.addrs, [SocketAddr::from(([127, 0, 0, 1], 9000))]);
+    }
+
+    #[test]
+    fn grpc_alone_keeps_the_default_web_address() {
+        let cli = parse(&["lainlet", "-grpc.addr=:9000"]);
+        assert_eq!(cli.web, DEFAULT_WEB);
+        assert_eq!(cli.check_listeners(), Ok(()));
+        assert!(cli.grpc_requested());
+        assert!(cli.grpc().unwrap().is_some());
+    }
+
+    #[test]
+    fn without_grpc_addr_there_is_no_grpc() {
+        for args in [
+            &["lainlet"][..],
+            &["lainlet", "-grpc.addr="],
+            &["lainlet", "--grpc.addr", " "],
+        ] {
+            let cli = parse(args);
+            assert_eq!(cli.grpc(), Ok(None), "{args:?}");
+            assert!(!cli.grpc_requested(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_grpc_tls_flags_are_refused() {
+        let err = |args: &[&str]| parse(args).grpc().unwrap_err();
+        assert!(err(&["lainlet", "-grpc.addr=:1", "-grpc.TLS"])
+            .contains("missing: --grpc.key, --grpc.cert"));
+        assert!(
+            err(&["lainlet", "-grpc.addr=:1", "-grpc.TLS", "-grpc.key=k"])
+                .contains("missing: --grpc.cert")
+        );
+        assert!(
+            err(&["lainlet", "-grpc.addr=:1", "-grpc.cert=c", "-grpc.key=k"])
+                .contains("only used with --grpc.TLS")
+        );
+        assert!(
+            err(&["lainlet", "-grpc.TLS", "-grpc.cert=c", "-grpc.key=k"])
+                .contains("need --grpc.addr")
+        );
+        assert!(err(&["lainlet", "-grpc.addr=:x"]).contains("invalid --grpc.addr"));
+        assert!(parse(&["lainlet", "-grpc.key=k"]).grpc_requested());
+    }
+
+    #[test]
+    fn an_empty_web_follows_the_originals_listener_rule() {
+        assert_eq!(
+            parse(&["lainlet", "-web="]).check_listeners(),
+            Err((255, NO_LISTENER.to_owned()))
+        );
+        let (status, message) = parse(&["lainlet", "-web=", "-grpc.addr=:9000"])
+            .check_listeners()
+            .unwrap_err();
+        assert_eq!(status, 2);
+        assert!(message.contains("--web cannot be empty"), "{message}");
+        // -v is answered first.
+        assert_eq!(parse(&["lainlet", "-web=", "-v"]).check_listeners(), Ok(()));
     }
 }

@@ -89,7 +89,4 @@ pub fn log_listening(package: &str, version: &str, local: &str, cli: &Cli, hostn
             ""
         }
     );
-    if cli.grpc_addr.is_some() {
-        tracing::warn!("-grpc.addr is accepted for compatibility, but gRPC is not implemented");
-    }
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use lainlet_core::{Engine, Frame, Method, Reply, Request, RequestContext, Response, SubscriberId};
+use lainlet_core::{
+    Engine, Frame, Method, Reply, Request, RequestContext, Response, SubscriberId, Update,
+};
 use tracing::{debug, error};
 
 use crate::socket::Runtime;
@@ -114,6 +116,12 @@ impl Shared {
     /// The next frame to write on watch `id`, if any.
     pub fn poll_frame(&self, id: SubscriberId) -> Option<Frame> {
         self.with_engine(|engine| engine.poll_frame(id))
+    }
+
+    /// The next state of watch `id` opened with `Delivery::Raw`, if any (see
+    /// [`Engine::poll_update`]).
+    pub fn poll_update(&self, id: SubscriberId) -> Option<Update> {
+        self.with_engine(|engine| engine.poll_update(id))
     }
 
     /// Watch `id` is over (client gone, stream closed, or shutdown).

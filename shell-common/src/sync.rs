@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -39,17 +39,21 @@ impl Notify {
 
     /// Resolves once a permit is there, and takes it. Only one task may wait at a time.
     pub async fn notified(&self) {
-        poll_fn(|cx| {
-            let mut state = lock(&self.state);
-            if std::mem::take(&mut state.0) {
-                state.1 = None;
-                Poll::Ready(())
-            } else {
-                state.1 = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_notified(cx)).await
+    }
+
+    /// [`Notify::notified`] for a hand-written future or stream: takes the permit if there is
+    /// one, else registers `cx`'s waker (replacing the previous one) for the next
+    /// [`Notify::notify`].
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if std::mem::take(&mut state.0) {
+            state.1 = None;
+            Poll::Ready(())
+        } else {
+            state.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
     }
 }
 
@@ -141,7 +145,7 @@ pub async fn first<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Out
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::{Context, Wake};
+    use std::task::Wake;
 
     use super::*;
 
