@@ -211,9 +211,17 @@ pub struct ServiceCommand {
     args: Vec<String>,
     env: Vec<(String, String)>,
     ready_timeout: Duration,
+    open_files: Option<u64>,
 }
 
 impl ServiceCommand {
+    /// Runs the process with its open-files limit (soft and hard) at `n` (through util-linux's
+    /// `prlimit`, which execs the binary: the process id stays the service's).
+    pub fn open_files(mut self, n: u64) -> ServiceCommand {
+        self.open_files = Some(n);
+        self
+    }
+
     /// Uses the binary at `path` instead of the kind's (for stand-ins and one-off builds).
     pub fn bin(mut self, path: impl Into<PathBuf>) -> ServiceCommand {
         self.bin = Some(path.into());
@@ -311,6 +319,7 @@ impl Service {
             args: Vec::new(),
             env: Vec::new(),
             ready_timeout: READY_TIMEOUT,
+            open_files: None,
         }
     }
 
@@ -468,7 +477,14 @@ impl Service {
             self.bin.display(),
             self.cmd.args
         )?;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match self.cmd.open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args(&self.cmd.args).env("RUST_BACKTRACE", "1");
         cmd.envs(self.cmd.env.iter().map(|(k, v)| (k, v)));
         let child = cmd

@@ -106,3 +106,114 @@ conformance_test!(fn values_that_are_not_pod_groups_are_reported_and_keep_the_la
     }
     still_healthy(&svc);
 });
+
+/// Reads from `tcp` until the server closes it or `limit` passes; the bytes and whether it
+/// closed.
+fn read_until_closed(tcp: &mut std::net::TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+    while Instant::now() < deadline {
+        match tcp.read(&mut chunk) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+conformance_test!(fn slow_heads_and_idle_connections_are_closed_but_watches_stay(kind) {
+    let etcd = etcd_with_original();
+    let svc = command(kind, &etcd)
+        .args(["--header-timeout", "1", "--idle-timeout", "2"])
+        .start()
+        .expect("start");
+    // A slowloris: one header byte every 300 ms never completes a head: 408 after ~1 s.
+    let mut slow = HttpClient::from_ip("127.0.0.5").connect(svc.addr()).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for b in b"GET /version HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        let (bytes, closed) = read_until_closed(&mut slow, Duration::from_millis(300));
+        answer.extend(bytes);
+        if closed {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    // A connection that never sends anything, and a keep-alive one after its request: closed
+    // after the idle timeout, without an answer.
+    let mut idle = HttpClient::from_ip("127.0.0.6").connect(svc.addr()).unwrap();
+    let mut kept = HttpClient::new().connect(svc.addr()).unwrap();
+    kept.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (first, _) = read_until_closed(&mut kept, Duration::from_millis(500));
+    assert!(String::from_utf8_lossy(&first).contains("2.4.3+git"));
+    let (bytes, closed) = read_until_closed(&mut idle, Duration::from_secs(5));
+    assert!(closed && bytes.is_empty(), "idle: {bytes:?} closed {closed}");
+    let (bytes, closed) = read_until_closed(&mut kept, Duration::from_secs(5));
+    assert!(closed && bytes.is_empty(), "kept alive: {bytes:?} closed {closed}");
+    // A watch outlives the idle timeout and still gets changes.
+    let mut watch = svc.watch("/v2/configwatcher?target=vip&watch=1");
+    watch.next_frame(5 * SEC).expect("init");
+    std::thread::sleep(Duration::from_secs(3));
+    etcd.put("/lain/config/vip", "192.168.77.240");
+    let update = expect_frame(&mut watch, "the update", 5 * SEC, |f| f.event == "update");
+    assert_eq!(update.json()["vip"], "192.168.77.240");
+    still_healthy(&svc);
+});
+
+conformance_test!(fn a_flood_past_the_limit_is_refused_cleanly_locals_get_in_and_all_recovers(kind) {
+    let etcd = etcd_with_original();
+    // 400 descriptors: the default limit leaves 256 of them free → 144 connections, 20 of
+    // them kept for local callers.
+    let svc = command(kind, &etcd)
+        .args(["--local-reserve", "20"])
+        .open_files(400)
+        .start()
+        .expect("start");
+    assert!(svc.log().contains("at most 144 connections"), "{}", svc.log());
+    // 124 idle connections from a stranger fill what non-local callers may use…
+    let mut held = Vec::new();
+    for _ in 0..124 {
+        held.push(HttpClient::from_ip("127.0.0.5").connect(svc.addr()).unwrap());
+    }
+    wait_until(5 * SEC, || svc.get("/debug").json()["connections"].as_u64() >= Some(125));
+    // …the next stranger is refused with a clear 503, the node's own callers still get in.
+    let refused = HttpClient::from_ip("127.0.0.5").get(svc.addr(), "/version").unwrap();
+    assert_eq!(refused.status, 503);
+    assert!(refused.text().contains("too many open connections"), "{}", refused.text());
+    assert_eq!(svc.get("/healthz").status, 200, "a local caller during the flood");
+    // A burst far past the limit (more than the descriptors the process has): every client
+    // gets an answer or a refusal, and nothing breaks.
+    let burst: Vec<_> = (0..600)
+        .map(|i| {
+            let addr = svc.addr().to_owned();
+            std::thread::spawn(move || {
+                let client = HttpClient::from_ip(&format!("127.0.0.{}", 10 + i % 50)).timeout(10 * SEC);
+                client.get(&addr, "/version").map(|r| r.status).unwrap_or(0)
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503 || *s == 0), "{statuses:?}");
+    assert!(statuses.contains(&503), "some were refused");
+    // The flood ends: everything works again, with no error in between.
+    drop(held);
+    let recovered = wait_until(10 * SEC, || {
+        HttpClient::from_ip("127.0.0.5").get(svc.addr(), "/v2/configwatcher?target=domain").is_ok_and(|r| r.status == 200)
+    });
+    assert!(recovered, "strangers are served again");
+    for _ in 0..50 {
+        let r = HttpClient::from_ip("127.0.0.5").get(svc.addr(), "/version").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    wait_revision(&svc, etcd.put("/lain/config/vip", "192.168.77.241"));
+    still_healthy(&svc);
+});
