@@ -115,7 +115,7 @@ pub use reply::{
     rebellion_localprocs_reply, reply_from_view, streamrouter_ports_reply,
     streamrouter_streamprocs_reply, webrouter_webprocs_reply, FromView,
 };
-pub use serve::{get_reply, seal_reply, Code, RpcError, WatchReplies};
+pub use serve::{get_reply, seal_failure, seal_reply, Code, RpcError, WatchReplies};
 pub use service::{percent_encode, Service, ViewRequest};
 pub use status::{
     status_reply, status_reply_from_debug, version_reply, watcher_statuses_from_debug, KvPair,

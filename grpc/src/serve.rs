@@ -113,16 +113,23 @@ const SEALED_FAILURE: u8 = 0;
 /// byte cache can hold (lainlet-core's `ViewVersion::encoded_with`): either the encoded reply
 /// or the mapping failure. Open it with [`WatchReplies::next`].
 pub fn seal_reply(service: Service, json: &[u8]) -> Bytes {
-    let (tag, body) = match reply_from_view(service, json) {
-        Ok(reply) => (SEALED_REPLY, reply),
-        Err(e) => (
-            SEALED_FAILURE,
-            RpcError::from_map_error(&e).message.into_bytes(),
-        ),
-    };
-    let mut sealed = BytesMut::with_capacity(1 + body.len());
-    sealed.put_u8(tag);
-    sealed.put_slice(&body);
+    match reply_from_view(service, json) {
+        Ok(reply) => {
+            let mut sealed = BytesMut::with_capacity(1 + reply.len());
+            sealed.put_u8(SEALED_REPLY);
+            sealed.put_slice(&reply);
+            sealed.freeze()
+        }
+        Err(e) => seal_failure(&RpcError::from_map_error(&e).message),
+    }
+}
+
+/// A view state that has no reply, sealed like [`seal_reply`]'s failures: a watcher given it
+/// ends with an `Internal` error carrying `message`.
+pub fn seal_failure(message: &str) -> Bytes {
+    let mut sealed = BytesMut::with_capacity(1 + message.len());
+    sealed.put_u8(SEALED_FAILURE);
+    sealed.put_slice(message.as_bytes());
     sealed.freeze()
 }
 
@@ -260,6 +267,13 @@ mod tests {
         assert_eq!(
             watch.next(&Bytes::new()).unwrap().unwrap_err().code,
             Code::Internal
+        );
+        assert_eq!(
+            watch.next(&seal_failure("no reply")),
+            Some(Err(RpcError {
+                code: Code::Internal,
+                message: "no reply".into()
+            }))
         );
     }
 

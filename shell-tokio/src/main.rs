@@ -5,15 +5,18 @@
 //! driver, request sniffing, the watch stream) is in `lainlet-shell-common`:
 //!
 //! * [`etcd`] — the etcd client (gRPC, etcd-client) the common etcd driver uses,
+//! * [`grpc`] — the original's gRPC API on `-grpc.addr` (tonic), over the same engine,
 //! * [`http`] — one hyper HTTP/1.1 connection per socket, and the engine's answers as hyper
 //!   responses,
 //! * [`io`] — the socket as hyper sees it, with watches and refused heads taken away,
 //! * [`rt`] — tokio's listener, socket and timer for the common code.
 //!
-//! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT) or `-v`; 1 when the listener cannot
-//! be bound; 2 for bad flags.
+//! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT) or `-v`; 1 when a listener (HTTP or
+//! gRPC) cannot be bound; 2 for bad flags (also unreadable or invalid `-grpc.key`/`-grpc.cert`);
+//! 255 with neither `-web` nor `-grpc.addr` (the original's rule).
 
 mod etcd;
+mod grpc;
 mod http;
 mod io;
 mod rt;
@@ -28,6 +31,7 @@ use lainlet_shell_common::Shared;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, warn};
 
+use crate::grpc::{GrpcServer, StartError};
 use crate::rt::{Listener, Tokio};
 
 const PACKAGE: &str = env!("CARGO_PKG_NAME");
@@ -54,6 +58,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
+    let grpc = match GrpcServer::prepare(&cli) {
+        Ok(grpc) => grpc,
+        Err(StartError::Usage(e)) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+        Err(StartError::Listen(e)) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = match Started::new(cli, PACKAGE, VERSION, Listener::new) {
         Ok(s) => s,
         Err(code) => return code,
@@ -78,6 +93,7 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
         ));
     }
     tokio::spawn(shared.clone().run_timer(Tokio));
+    let grpc = grpc.map(|server| server.spawn(shared.clone()));
     let max = started.cli.max_connections;
     service::accept(&shared, &Tokio, &listener, max, |accepted| match accepted {
         Accepted::Serve { socket, peer, open } => {
@@ -88,7 +104,13 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
         }
     })
     .await;
-    service::drain(&shared, &Tokio).await
+    let code = service::drain(&shared, &Tokio).await;
+    if let Some(grpc) = grpc {
+        if tokio::time::timeout(service::DRAIN, grpc).await.is_err() {
+            warn!("gRPC calls still open after {:?}; stopping anyway", service::DRAIN);
+        }
+    }
+    code
 }
 
 /// Shutdown on SIGTERM or SIGINT (see [`service::on_signal`]).
