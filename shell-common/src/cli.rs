@@ -17,10 +17,20 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 /// The port LAIN clients reach lainlet on; the default of `--web`.
 pub const DEFAULT_WEB: &str = ":9001";
 
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields), for log shippers.
+    Json,
+}
+
 /// lainlet: one etcd watch per node, the cluster state served to the node's components over
 /// the lainlet v2 HTTP API (GET and Server-Sent Events).
 ///
-/// Without `--etcd` it serves a built-in demo data set.
+/// `--etcd` is required (as in the original); `--demo` serves a built-in data set instead.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "lainlet", disable_version_flag = true)]
 pub struct Cli {
@@ -29,9 +39,19 @@ pub struct Cli {
     pub web: String,
 
     /// etcd endpoints, comma-separated `host:port` (`http://` is added when no scheme is
-    /// given). Without it, lainlet serves built-in demo data.
+    /// given). Required unless --demo.
     #[arg(long, env = "LAINLET_ETCD", value_name = "ENDPOINTS")]
     pub etcd: Option<String>,
+
+    /// Serve a built-in demo data set instead of following etcd (`/healthz` and the status
+    /// page say `demo`).
+    #[arg(
+        long,
+        env = "LAINLET_DEMO",
+        value_parser = FalseyValueParser::new(),
+        conflicts_with = "etcd"
+    )]
+    pub demo: bool,
 
     /// This node's IP: callers from it are local (super), and it is the default node of
     /// `/v2/localspecquery`.
@@ -45,6 +65,16 @@ pub struct Cli {
     /// Log every request and more (debug level).
     #[arg(long, env = "LAINLET_DEBUG", value_parser = FalseyValueParser::new())]
     pub debug: bool,
+
+    /// Log line format: `text`, or `json` (one object per line) for log shippers.
+    #[arg(
+        long,
+        env = "LAINLET_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 
     /// Disable authorisation: every caller is treated as a super app.
     #[arg(long, env = "LAINLET_NOAUTH", value_parser = FalseyValueParser::new())]
@@ -289,6 +319,20 @@ impl Cli {
             .collect()
     }
 
+    /// The original's rule that `-etcd` is required (spec §6), unless `--demo`: the message to
+    /// print, with the usage of binary `name`, before exiting with status 1.
+    pub fn check_etcd(&self, name: &'static str) -> Result<(), String> {
+        if self.demo || !self.etcd_endpoints().is_empty() {
+            return Ok(());
+        }
+        let usage = Cli::command().name(name).render_usage();
+        Err(format!(
+            "{name}: -etcd is required: the etcd endpoints, comma-separated host:port \
+             (e.g. -etcd=10.0.0.1:4001), or --demo to serve built-in demo data\n\n{usage}\n\n\
+             For more information, try '--help'."
+        ))
+    }
+
     /// Whether TLS to etcd is configured.
     pub fn etcd_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -318,6 +362,7 @@ impl Cli {
             hostname: self.hostname(),
             auth: !self.noauth,
             etcd_endpoints: self.etcd_endpoints().len().max(1),
+            etcd_urls: self.etcd_endpoints(),
             seed: random_seed(),
             ..lainlet_core::EngineConfig::default()
         }

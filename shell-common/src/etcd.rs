@@ -79,15 +79,14 @@ pub async fn follow<C: EtcdClient, R: Runtime>(
                     Either::Right(()) => return,
                 }
             }
-            EtcdStep::ReadSnapshot => match first(client.read_snapshot(), shared.shut_down()).await
+            EtcdStep::ReadSnapshot => match first(
+                crate::startup::read_snapshot(&mut client, &rt),
+                shared.shut_down(),
+            )
+            .await
             {
                 Either::Left(Ok(snapshot)) => {
-                    info!(
-                        "read {} keys under {PREFIX} at revision {}",
-                        snapshot.kvs.len(),
-                        snapshot.revision
-                    );
-                    shared.with_engine(|e| e.handle_snapshot(Instant::now(), snapshot));
+                    crate::startup::apply_snapshot(&shared, snapshot);
                     Ok(())
                 }
                 Either::Left(Err(e)) => Err(e.context(format!("reading {PREFIX}"))),

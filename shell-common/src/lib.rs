@@ -16,6 +16,8 @@
 //! * [`watch`] — the one watch-stream loop;
 //! * [`etcd`] — the etcd driver over a shell's [`etcd::EtcdClient`], and the demo data;
 //! * [`service`] — the life of the process: start, accept loop, signals, drain;
+//! * [`startup`] — raising the open-files limit, and the first etcd snapshot read with its
+//!   progress logged;
 //! * logging set-up and the start-up messages both shells print.
 //!
 //! No async runtime, socket type or thread here (`cargo tree -p lainlet-shell-common` has no
@@ -30,12 +32,13 @@ pub mod service;
 pub mod shared;
 pub mod sniff;
 pub mod socket;
+pub mod startup;
 pub mod sync;
 pub mod watch;
 
 use std::io::IsTerminal;
 
-pub use cli::Cli;
+pub use cli::{Cli, LogFormat};
 pub use shared::{OpenConnection, Opened, Shared};
 
 use lainlet_core::V2_VERSION;
@@ -49,8 +52,9 @@ pub fn print_version(package: &str, version: &str) {
 }
 
 /// Logs to stderr: the shell's own crate (`shell_target`, its `CARGO_CRATE_NAME`) and this
-/// crate at info level (debug with `--debug`), everything else at warn.
-pub fn init_logging(debug: bool, shell_target: &'static str) {
+/// crate at info level (debug with `--debug`), everything else at warn; as text lines, or one
+/// JSON object per line (`--log-format json`).
+pub fn init_logging(debug: bool, format: LogFormat, shell_target: &'static str) {
     let level = if debug {
         LevelFilter::DEBUG
     } else {
@@ -60,18 +64,31 @@ pub fn init_logging(debug: bool, shell_target: &'static str) {
         .with_target(shell_target, level)
         .with_target(env!("CARGO_CRATE_NAME"), level)
         .with_default(LevelFilter::WARN);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    tracing_subscriber::registry().with(fmt).with(filter).init();
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => {
+            let text = tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr);
+            registry.with(text).init();
+        }
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(std::io::stderr);
+            registry.with(json).init();
+        }
+    }
 }
 
 /// Loads the demo data set into `shared` and says so (log and stdout), with a command to try.
 pub fn start_demo(shared: &Shared, cli: &Cli) {
     let keys = etcd::load_demo(shared);
     let url = cli.demo_url();
-    tracing::info!("demo mode: no --etcd given, serving {keys} built-in keys");
+    tracing::info!("demo mode (--demo): serving {keys} built-in keys, no etcd");
     println!(
         "lainlet is serving built-in demo data on {url} — try: \
          curl '{url}/v2/coreinfowatcher?appname=hello'"

@@ -27,7 +27,8 @@ use crate::{Cli, OpenConnection, Shared};
 /// How long shutdown waits for connections to finish.
 pub const DRAIN: Duration = Duration::from_secs(2);
 
-/// Parses the command line of binary `name`; handles `-v` (returns `None`) and sets up
+/// Parses the command line of binary `name`; handles `-v` (returns `None`), exits with status
+/// 1 and the usage when `-etcd` is missing without `--demo` (as the original), and sets up
 /// logging for the shell's crate `shell_target`.
 pub fn init(
     name: &'static str,
@@ -35,12 +36,17 @@ pub fn init(
     version: &str,
     shell_target: &'static str,
 ) -> Option<Cli> {
+    crate::startup::mark_start();
     let cli = Cli::from_env(name);
     if cli.version {
         crate::print_version(package, version);
         return None;
     }
-    crate::init_logging(cli.debug, shell_target);
+    if let Err(usage) = cli.check_etcd(name) {
+        eprintln!("{usage}");
+        std::process::exit(1);
+    }
+    crate::init_logging(cli.debug, cli.log_format, shell_target);
     Some(cli)
 }
 
@@ -79,11 +85,14 @@ impl<L> Started<L> {
             .set_nonblocking(true)
             .and_then(|()| register(bound))
             .map_err(|e| fail(format!("cannot listen on {local}: {e}")))?;
-        let config = cli.engine_config();
+        let config = lainlet_core::EngineConfig {
+            started: Some(crate::startup::mark_start()),
+            ..cli.engine_config()
+        };
         crate::log_listening(package, version, &local, &cli, &config.hostname);
         let shared = Shared::new(Engine::new(config));
         let endpoints = cli.etcd_endpoints();
-        if endpoints.is_empty() {
+        if cli.demo {
             crate::start_demo(&shared, &cli);
         } else {
             info!("following etcd at {}", endpoints.join(","));

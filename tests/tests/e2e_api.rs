@@ -264,13 +264,20 @@ conformance_test!(fn version_bad_flags_and_a_busy_port_exit_clearly(kind) {
 
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let mut clash = Service::command(kind).args(["--web", &addr]).spawn().unwrap();
+    let mut clash = Service::command(kind).args(["--web", &addr, "--demo"]).spawn().unwrap();
     assert_eq!(clash.wait_exit(10 * SEC).map(|s| s.code()), Some(Some(1)));
     assert!(clash.log().contains("cannot listen on"), "{}", clash.log());
+
+    // -etcd is required, as in the original: the usage, and status 1.
+    let mut no_etcd = Service::command(kind).args(["-web=127.0.0.1:1"]).spawn().unwrap();
+    assert_eq!(no_etcd.wait_exit(10 * SEC).map(|s| s.code()), Some(Some(1)));
+    let log = no_etcd.log();
+    assert!(log.contains("-etcd is required") && log.contains("Usage: "), "{log}");
+    assert!(!log.contains("listening on"), "nothing was started: {log}");
 });
 
 conformance_test!(fn demo_mode_serves_built_in_data(kind) {
-    let svc = Service::command(kind).web_auto().start().unwrap();
+    let svc = Service::command(kind).web_auto().arg("--demo").start().unwrap();
     let health = svc.get("/healthz").json();
     assert_eq!(health["etcd"], "demo", "{health}");
     let hello = svc.get("/v2/coreinfowatcher?appname=hello");

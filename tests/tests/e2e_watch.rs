@@ -226,7 +226,7 @@ conformance_test!(fn a_client_that_does_not_read_stalls_nobody_and_gets_the_newe
 });
 
 conformance_test!(fn idle_watches_cost_no_thread_and_little_memory(kind) {
-    let svc = Service::command(kind).web_auto().start().unwrap();
+    let svc = Service::command(kind).web_auto().arg("--demo").start().unwrap();
     let pid = svc.pid().unwrap();
     let status = |field: &str| -> u64 {
         let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
