@@ -4,7 +4,8 @@
 #   --with-etcd     etcd     – the end-to-end tests start a real etcd (Debian's etcd-server)
 #   --with-python   a virtualenv at target/test-venv (or $LAINLET_TEST_VENV) with the pinned
 #                   Python test clients of tests/python/requirements.txt (sseclient, grpcio,
-#                   selenium); python3-venv comes from apt when `python3 -m venv` cannot work.
+#                   selenium); python3-venv comes from apt when `python3 -m venv` cannot work;
+#                   openssl, for the gRPC TLS test's self-signed certificate.
 #                   Skipped when the venv's marker records the same requirements and Python.
 #   --with-browser  Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)
 #                   for the headless browser tests
@@ -35,6 +36,7 @@ if [ $with_python = 1 ]; then
     # Debian splits venv/ensurepip out of python3; a venv without pip is useless here
     need+=(python3-venv)
   fi
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
 if [ $with_browser = 1 ]; then
   if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

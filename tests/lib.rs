@@ -65,6 +65,7 @@ pub use harness::http::{read_response, HttpClient, HttpResponse};
 pub use harness::python::{
     python, python_dir, run_python, spawn_python, venv_dir, PythonProcess, VENV_ENV,
 };
+pub use harness::relay::Relay;
 pub use harness::service::{
     run_for_kind, workspace_root, Service, ServiceCommand, ServiceKind, KINDS_ENV,
 };

@@ -14,7 +14,8 @@
 //! One executor thread runs every task (accept, connections, watches, etcd, heartbeats);
 //! tiny_http adds its accept thread, its pool (4 threads, more only while many requests are
 //! parsed at once) and two handler threads. Exit status: 0 after a clean shutdown
-//! (SIGTERM/SIGINT) or `-v`; 1 when the listener cannot be bound; 2 for bad flags.
+//! (SIGTERM/SIGINT) or `-v`; 1 when the listener cannot be bound; 2 for bad flags, and for
+//! the gRPC flags (`-grpc.addr` …: tonic needs tokio, so only `lainlet` serves gRPC).
 
 mod backend;
 mod front;
@@ -55,6 +56,13 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
         .find(|e| !e.starts_with("http://"))
     {
         error!("--etcd {e}: lainlet-smol reaches etcd over plain http only (lainlet has TLS)");
+        return ExitCode::from(2);
+    }
+    if cli.grpc_requested() {
+        error!(
+            "lainlet-smol does not serve gRPC (-grpc.addr, -grpc.TLS, -grpc.key, -grpc.cert): its \
+             server, tonic, needs tokio; run the `lainlet` binary for the gRPC API"
+        );
         return ExitCode::from(2);
     }
     let started = match Started::new(cli, PACKAGE, VERSION, Listener::new) {

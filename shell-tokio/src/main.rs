@@ -107,7 +107,10 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
     let code = service::drain(&shared, &Tokio).await;
     if let Some(grpc) = grpc {
         if tokio::time::timeout(service::DRAIN, grpc).await.is_err() {
-            warn!("gRPC calls still open after {:?}; stopping anyway", service::DRAIN);
+            warn!(
+                "gRPC calls still open after {:?}; stopping anyway",
+                service::DRAIN
+            );
         }
     }
     code

@@ -10,6 +10,7 @@
 //! | [`cluster`] | a multi-member etcd cluster on loopback (kill / stop / start / pause members) |
 //! | [`service`] | launching the service binaries under test, and running a test against each of them |
 //! | [`python`] | running the Python test clients (`tests/python/`) in the test virtualenv |
+//! | [`relay`] | a TCP relay that connects on from a chosen source address (authorisation tests of clients that cannot bind one) |
 //!
 //! Conventions: setup failures that a test cannot sensibly handle (etcd missing, a binary that
 //! never becomes ready) are returned as `io::Result` with a message that says what to do;
@@ -22,6 +23,7 @@ pub mod etcd;
 pub mod http;
 pub(crate) mod kv;
 pub mod python;
+pub mod relay;
 pub mod service;
 pub mod sse;
 pub mod store;

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use lainlet_core::{Delivery, Method, Request};
 use lainlet_grpc::message::{
     AppnameRequest, AppsRequest, BackupctlRequest, ConfigRequest, ContainersRequest,
-    CoreinfoRequest, DependsRequest, EmptyRequest, LocalspecRequest, NodesRequest,
-    PodgroupRequest, ProxyRequest, RebellionLocalprocsRequest, StatusReply,
-    StreamrouterPortsRequest, StreamrouterStreamprocsRequest, VersionReply,
-    WebrouterWebprocsRequest,
+    CoreinfoRequest, DependsRequest, EmptyRequest, LocalspecRequest, NodesRequest, PodgroupRequest,
+    ProxyRequest, RebellionLocalprocsRequest, StatusReply, StreamrouterPortsRequest,
+    StreamrouterStreamprocsRequest, VersionReply, WebrouterWebprocsRequest,
 };
 use lainlet_grpc::{
     get_reply, status_reply_from_debug, version_reply, EncodedReply, RpcError, ViewRequest,
@@ -57,7 +56,9 @@ impl Api {
             Opened::Stream { id, .. } => {
                 // Not reached: the path has no `watch`.
                 self.shared.disconnect(id);
-                Err(Status::internal("lainlet: a Get was answered with a stream"))
+                Err(Status::internal(
+                    "lainlet: a Get was answered with a stream",
+                ))
             }
         }
     }
@@ -161,7 +162,9 @@ impl proto::lainlet_server::Lainlet for Api {
             ))),
             Opened::Stream { id, .. } => {
                 self.shared.disconnect(id);
-                Err(Status::internal("lainlet: /debug was answered with a stream"))
+                Err(Status::internal(
+                    "lainlet: /debug was answered with a stream",
+                ))
             }
         }
     }

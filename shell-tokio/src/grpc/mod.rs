@@ -115,17 +115,17 @@ impl GrpcServer {
             .add_service(
                 proto::rebellion_localprocs_server::RebellionLocalprocsServer::new(api.clone()),
             )
-            .add_service(proto::streamrouter_ports_server::StreamrouterPortsServer::new(
-                api.clone(),
-            ))
+            .add_service(
+                proto::streamrouter_ports_server::StreamrouterPortsServer::new(api.clone()),
+            )
             .add_service(
                 proto::streamrouter_streamprocs_server::StreamrouterStreamprocsServer::new(
                     api.clone(),
                 ),
             )
-            .add_service(proto::webrouter_webprocs_server::WebrouterWebprocsServer::new(
-                api.clone(),
-            ))
+            .add_service(
+                proto::webrouter_webprocs_server::WebrouterWebprocsServer::new(api.clone()),
+            )
             .add_service(proto::lainlet_server::LainletServer::new(api));
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
@@ -144,9 +144,8 @@ impl GrpcServer {
 /// error that names it.
 fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartError> {
     let read = |flag: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            StartError::Usage(format!("cannot read {flag} {}: {e}", path.display()))
-        })
+        std::fs::read(path)
+            .map_err(|e| StartError::Usage(format!("cannot read {flag} {}: {e}", path.display())))
     };
     let cert = read("--grpc.cert", &files.cert)?;
     let key = read("--grpc.key", &files.key)?;
