@@ -9,8 +9,52 @@ use std::time::Duration;
 use lainlet_tests::*;
 use serde_json::{json, Map, Value};
 
+use crate::common::{command, SEC};
+
 /// How long one batch of Python calls may take.
 pub const PYTHON_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A service with `--grpc.addr` and the address to reach it.
+pub struct Grpc {
+    /// The running service.
+    pub svc: Service,
+    /// Its gRPC address (`127.0.0.1:<port>`).
+    pub addr: String,
+}
+
+/// The `lainlet` binary on the fixture etcd (`common::command`) with `--grpc.addr` on a free
+/// port and `extra` arguments, ready (HTTP healthy, gRPC port open).
+pub fn start_grpc(etcd: &EtcdServer, extra: &[&str]) -> Grpc {
+    let addr = free_addr();
+    let svc = command(ServiceKind::Tokio, etcd)
+        .args(["--grpc.addr", addr.as_str()])
+        .args(extra.iter().copied())
+        .start()
+        .expect("start lainlet with --grpc.addr");
+    assert!(
+        wait_until(10 * SEC, || std::net::TcpStream::connect(&addr).is_ok()),
+        "the gRPC port {addr} does not accept connections"
+    );
+    Grpc { svc, addr }
+}
+
+/// Runs `body` if the `lainlet` binary is selected: only it serves gRPC.
+pub fn tokio_only(body: impl FnOnce()) {
+    run_for_kind(ServiceKind::Tokio, |_| body())
+}
+
+/// `/debug`'s count of open watches.
+pub fn subscribers(svc: &Service) -> u64 {
+    svc.get("/debug").json()["subscribers"]
+        .as_u64()
+        .expect("subscribers")
+}
+
+/// Waits (5 s) until `/debug` counts `n` open watches.
+pub fn wait_subscribers(svc: &Service, n: u64) {
+    let ok = wait_until(5 * SEC, || subscribers(svc) == n);
+    assert!(ok, "subscribers: want {n}, have {}", subscribers(svc));
+}
 
 /// A gRPC service of the original: its name, its HTTP view and the request field that becomes
 /// the view's parameter (spec §5).
