@@ -14,7 +14,8 @@
 //!    and the `/appname` default address are the caller's, exactly as over HTTP. An engine
 //!    error (HTTP 400/500 body such as `authorize failed, super required` or `over half of
 //!    the containers lost their IPs`) becomes a gRPC error with the same text (status
-//!    `Unknown`, like the original).
+//!    `Unknown`, like the original; `Unavailable` for lainlet's own `503` before the first
+//!    etcd snapshot, see [`Code::for_http_status`]).
 //! 3. Build the reply from the view's JSON bytes with [`FromView::from_view`] (typed, e.g.
 //!    `CoreinfoReply::from_view(&json)`) or [`reply_from_view`] (encoded bytes);
 //!    [`get_reply`] does steps 2–3 for an engine answer (status and body) and gives an
