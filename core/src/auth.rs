@@ -48,6 +48,13 @@ pub fn host_of(peer: IpAddr) -> String {
     }
 }
 
+/// Whether a caller at `peer` is local (spec §2.2): `127.0.0.1`, `[::1]`, or exactly this
+/// node's IP `node_ip`. Other loopback addresses are not local.
+pub fn is_local_peer(peer: IpAddr, node_ip: &str) -> bool {
+    let host = host_of(peer);
+    host == "127.0.0.1" || host == "[::1]" || (!node_ip.is_empty() && host == node_ip)
+}
+
 /// Strips a `:port` suffix the way the original did: everything before the last `:` (an
 /// address without `:` is kept whole).
 pub fn strip_port(addr: &str) -> &str {
@@ -74,7 +81,7 @@ pub struct Authorizer<'a> {
 }
 
 impl Authorizer<'_> {
-    /// Loopback or this node's own IP.
+    /// `127.0.0.1`, `[::1]`, or this node's own IP.
     pub fn is_local(&self, host: &str) -> bool {
         host == "127.0.0.1" || host == "[::1]" || (!self.node_ip.is_empty() && host == self.node_ip)
     }
@@ -173,6 +180,18 @@ mod tests {
         assert_eq!(strip_port("1.2.3.4:5678"), "1.2.3.4");
         assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn local_peers_are_127_0_0_1_ipv6_loopback_and_the_node_ip_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(is_local_peer(ip("127.0.0.1"), ""));
+        assert!(is_local_peer(ip("::1"), ""));
+        assert!(is_local_peer(ip("::ffff:127.0.0.1"), ""));
+        assert!(is_local_peer(ip("10.0.0.5"), "10.0.0.5"));
+        assert!(!is_local_peer(ip("127.0.0.9"), ""), "other loopback addresses are callers");
+        assert!(!is_local_peer(ip("10.0.0.6"), "10.0.0.5"));
+        assert!(!is_local_peer(ip("10.0.0.6"), ""));
     }
 
     #[test]

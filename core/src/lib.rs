@@ -82,6 +82,7 @@ pub use engine::{
     apply_patch, Action, DecodeFailure, DeliveryStats, Engine, EngineConfig, EtcdStatus,
     HistoryWindow, Rendering, RequestContext, SubscriberId, Update, ViewVersion, V2_VERSION,
 };
+pub use auth::is_local_peer;
 pub use error::ApiError;
 pub use etcd::{gateway, BackoffPolicy, CodecError, EtcdStep, WatchOutcome, WatchResponse, PREFIX};
 pub use input::{KeyValue, Snapshot, WatchEvent};

@@ -80,14 +80,48 @@ pub struct Cli {
     #[arg(long, env = "LAINLET_NOAUTH", value_parser = FalseyValueParser::new())]
     pub noauth: bool,
 
-    /// Most open HTTP connections; further ones are answered `503` and closed.
+    /// Most open HTTP connections; further ones are answered `503` and closed [default: the
+    /// open-files limit minus an eighth (at least 256) kept for etcd, logs and the like].
+    #[arg(long, env = "LAINLET_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Connections kept for local callers (127.0.0.1, ::1, --ip) beyond what others may use,
+    /// so `/healthz` and the node's own components get in during a flood.
     #[arg(
         long,
-        env = "LAINLET_MAX_CONNECTIONS",
-        default_value_t = 20_000,
+        env = "LAINLET_LOCAL_RESERVE",
+        default_value_t = 64,
         value_name = "N"
     )]
-    pub max_connections: usize,
+    pub local_reserve: usize,
+
+    /// Seconds a client has to send a whole request head once it started one (then `408`).
+    #[arg(
+        long,
+        env = "LAINLET_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub header_timeout: u64,
+
+    /// Seconds a connection may wait for its next request before it is closed (watch streams
+    /// are never idle).
+    #[arg(
+        long,
+        env = "LAINLET_IDLE_TIMEOUT",
+        default_value_t = 120,
+        value_name = "SECS"
+    )]
+    pub idle_timeout: u64,
+
+    /// Seconds of silence after which TCP keepalive probes check that a peer is still there.
+    #[arg(
+        long,
+        env = "LAINLET_TCP_KEEPALIVE",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
+    pub tcp_keepalive: u64,
 
     /// etcd user name (etcd authentication).
     #[arg(
@@ -190,6 +224,10 @@ const VALUE_FLAGS: &[&str] = &[
     "ip",
     "hostname",
     "max-connections",
+    "local-reserve",
+    "header-timeout",
+    "idle-timeout",
+    "tcp-keepalive",
     "etcd-user",
     "etcd-password",
     "etcd-ca",
@@ -365,6 +403,21 @@ impl Cli {
             etcd_urls: self.etcd_endpoints(),
             seed: random_seed(),
             ..lainlet_core::EngineConfig::default()
+        }
+    }
+
+    /// The connection rules these flags ask for, for a process allowed `open_files`
+    /// descriptors.
+    pub fn connection_policy(&self, open_files: u64) -> crate::conn::ConnectionPolicy {
+        use std::time::Duration;
+        crate::conn::ConnectionPolicy {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| crate::conn::default_max_connections(open_files)),
+            local_reserve: self.local_reserve,
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            keepalive: Duration::from_secs(self.tcp_keepalive.max(1)),
         }
     }
 

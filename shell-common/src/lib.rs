@@ -5,6 +5,8 @@
 //!
 //! * [`cli`] — the command line (modern and the original's Go-style flags, `LAINLET_*`
 //!   variables), binding the listener;
+//! * [`conn`] — admission (the limit, slots for local callers), head and idle timeouts, and
+//!   when to give memory back, decided without IO;
 //! * [`sniff`] — reading a request head to tell watches (streamed by the shell), plain
 //!   requests (given to the shell's HTTP library) and heads to refuse apart;
 //! * [`Shared`] — the engine behind a mutex with the watches' wake-ups, the connection count,
@@ -23,10 +25,11 @@
 //! No async runtime, socket type or thread here (`cargo tree -p lainlet-shell-common` has no
 //! tokio and no smol): the shells lend theirs through the traits of [`socket`].
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one allowed call: `conn::trim_memory`
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod conn;
 pub mod etcd;
 pub mod service;
 pub mod shared;

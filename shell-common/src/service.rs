@@ -17,9 +17,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lainlet_core::{Engine, Response};
+use lainlet_core::{is_local_peer, Engine, Response};
 use tracing::{debug, error, info, warn};
 
+use crate::conn::{
+    raise_open_files_limit, trim_memory, widen_backlog, Admission, ConnectionPolicy, OpenFiles,
+    TrimPolicy,
+};
 use crate::socket::{Runtime, Socket};
 use crate::sync::{first, Either};
 use crate::{Cli, OpenConnection, Shared};
@@ -60,30 +64,49 @@ pub struct Started<L> {
     pub listener: L,
     /// The etcd endpoints as URLs (empty: demo mode).
     pub endpoints: Vec<String>,
+    /// The process's open-files limit.
+    pub open_files: OpenFiles,
+    /// The connection rules (limit, reserve, timeouts, keepalive).
+    pub policy: ConnectionPolicy,
 }
 
 impl<L> Started<L> {
-    /// Binds the listener (non-blocking, handed to `register` for the shell's runtime) and
+    /// Binds the listener (non-blocking, handed to `register` for the shell's runtime, with the
+    /// connection rules its accepted sockets follow) and
     /// builds the engine; logs what it listens on. On failure the error is logged and the exit
     /// status returned (1: cannot listen).
     pub fn new(
         cli: Cli,
         package: &str,
         version: &str,
-        register: impl FnOnce(std::net::TcpListener) -> io::Result<L>,
+        register: impl FnOnce(std::net::TcpListener, &ConnectionPolicy) -> io::Result<L>,
     ) -> Result<Started<L>, ExitCode> {
         let fail = |e: String| {
             error!("{e}");
             ExitCode::FAILURE
         };
+        let open_files = raise_open_files_limit();
+        let policy = cli.connection_policy(open_files.soft);
+        info!(
+            "open files: soft limit {} (raised from {}), hard limit {}; at most {} connections \
+             ({} kept for local callers)",
+            open_files.soft,
+            open_files.before,
+            open_files.hard,
+            policy.max_connections,
+            policy.local_reserve
+        );
         let bound = cli.bind().map_err(fail)?;
+        if let Err(e) = widen_backlog(&bound, policy.max_connections) {
+            warn!("cannot widen the listen backlog: {e}");
+        }
         let local = bound
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         let listener = bound
             .set_nonblocking(true)
-            .and_then(|()| register(bound))
+            .and_then(|()| register(bound, &policy))
             .map_err(|e| fail(format!("cannot listen on {local}: {e}")))?;
         let config = lainlet_core::EngineConfig {
             started: Some(crate::startup::mark_start()),
@@ -102,6 +125,8 @@ impl<L> Started<L> {
             shared,
             listener,
             endpoints,
+            open_files,
+            policy,
         })
     }
 }
@@ -145,36 +170,54 @@ pub enum Accepted<S> {
     },
 }
 
-/// Accepts connections until shutdown, handing each to `handle` (which spawns its task).
-/// Beyond `max_connections` open connections, a new one is to be refused.
+/// Accepts connections until shutdown, handing each to `handle` (which spawns its task), or
+/// to be refused when `policy` does not admit it (see [`ConnectionPolicy::admit`]).
 pub async fn accept<L: Listener, R: Runtime>(
     shared: &Arc<Shared>,
     rt: &R,
     listener: &L,
-    max_connections: usize,
+    policy: &ConnectionPolicy,
+    node_ip: &str,
     mut handle: impl FnMut(Accepted<L::Socket>),
 ) {
     loop {
         let (socket, peer) = match first(listener.accept(), shared.shut_down()).await {
             Either::Left(Ok(conn)) => conn,
             Either::Left(Err(e)) => {
-                // Typically out of file descriptors: back off instead of spinning.
+                // Out of descriptors despite the headroom (or a transient error): back off
+                // instead of spinning.
                 warn!("accept failed: {e}");
                 rt.sleep(Duration::from_millis(50)).await;
                 continue;
             }
             Either::Right(()) => return,
         };
-        let open = shared.open_connection();
-        if open.count > max_connections {
-            drop(open);
-            debug!(%peer, "connection refused: limit of {max_connections} reached");
-            let response = Shared::too_many(max_connections);
-            handle(Accepted::Refuse { socket, response });
-            continue;
-        }
         let peer = peer.ip().to_canonical();
-        handle(Accepted::Serve { socket, peer, open });
+        let open = shared.open_connection();
+        match policy.admit(open.count, is_local_peer(peer, node_ip)) {
+            Admission::Serve => handle(Accepted::Serve { socket, peer, open }),
+            Admission::Refuse(response) => {
+                drop(open);
+                debug!(%peer, "connection refused: the limit is {}", policy.max_connections);
+                handle(Accepted::Refuse { socket, response });
+            }
+        }
+    }
+}
+
+/// Gives memory back to the system after a flood of connections has drained (see
+/// [`TrimPolicy`]), checking once a second until shutdown.
+pub async fn trim_after_floods<R: Runtime>(shared: Arc<Shared>, rt: R) {
+    let mut policy = TrimPolicy::default();
+    loop {
+        match first(rt.sleep(Duration::from_secs(1)), shared.shut_down()).await {
+            Either::Left(()) => {}
+            Either::Right(()) => return,
+        }
+        if policy.handle_count(Instant::now(), shared.connection_count()) {
+            debug!("connections drained: giving freed memory back");
+            trim_memory();
+        }
     }
 }
 

@@ -132,17 +132,6 @@ impl Shared {
         inner.wake();
     }
 
-    /// The answer to a connection beyond the connection limit.
-    pub fn too_many(max_connections: usize) -> Response {
-        Response::text(
-            503,
-            format!(
-                "lainlet: too many open connections (the limit is {max_connections}); \
-                 try again later\n"
-            ),
-        )
-    }
-
     /// Counts one more open HTTP connection for as long as the guard lives.
     pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
         let count = self.connections.fetch_add(1, Ordering::Relaxed) + 1;

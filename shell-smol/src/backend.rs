@@ -15,56 +15,132 @@
 //! client is dropped) and `Connection: close`, so tiny_http's pool thread is done as soon as
 //! it has parsed the request and the response ends when tiny_http closes. Its threads work
 //! only while a request is parsed or answered; an idle keep-alive client costs none.
+//!
+//! Few requests are handed over at once (each holds a few descriptors for a moment), and a
+//! backend that stops answering — tiny_http's accept thread dies if it ever meets the open-files
+//! limit (tiny-http/tiny-http#195) — is replaced by a fresh one on a new socket.
 
 use std::io;
 use std::io::Cursor;
 use std::net::IpAddr;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use lainlet_core::Response;
 use lainlet_shell_common::sniff::{origin_form, Refusal, MAX_HEADERS};
 use lainlet_shell_common::Shared;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::Async;
+use smol::lock::Semaphore;
+use smol::{Async, Timer};
 use tiny_http::{Header, StatusCode};
-use tracing::debug;
+use tracing::{debug, error};
 
 /// The header that carries the TCP peer's address from the front to tiny_http.
 pub const PEER_HEADER: &str = "X-Lainlet-Peer";
 /// Threads taking requests from tiny_http and answering them through the engine.
 const HANDLERS: usize = 2;
 
-/// The tiny_http server behind the front, and how to reach it.
+/// Requests handed to tiny_http at once: each holds up to three descriptors (both ends of the
+/// private socket, and tiny_http's clone of its end), so their number must stay small next to
+/// the descriptors the connection limit leaves free.
+const EXCHANGE_SLOTS: usize = 32;
+/// Time tiny_http has to answer; after it, the backend counts as broken and is restarted.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tiny_http server behind the front, restarted if it stops answering.
 pub struct Backend {
+    shared: Arc<Shared>,
+    current: Mutex<Arc<Server>>,
+    slots: Semaphore,
+    restarts: AtomicU64,
+}
+
+/// One tiny_http server on its private socket, with its handler threads.
+struct Server {
     addr: SocketAddr,
-    _server: Arc<tiny_http::Server>,
+    http: Arc<tiny_http::Server>,
 }
 
 impl Backend {
     /// Starts tiny_http on a fresh private socket, with its handler threads.
     pub fn start(shared: Arc<Shared>, nonce: u64) -> io::Result<Backend> {
-        let name = format!("lainlet-smol/{}/{nonce:016x}", std::process::id());
-        let addr = abstract_addr(&name)?;
-        let listener = UnixListener::bind_addr(&addr)?;
-        let server = tiny_http::Server::from_listener(listener, None)
-            .map(Arc::new)
-            .map_err(io::Error::other)?;
-        for i in 0..HANDLERS {
-            let (server, shared) = (server.clone(), shared.clone());
-            std::thread::Builder::new()
-                .name(format!("lainlet-http-{i}"))
-                .spawn(move || handle_requests(&server, &shared))?;
-        }
+        let server = Server::start(&shared, nonce)?;
         Ok(Backend {
-            addr,
-            _server: server,
+            shared,
+            current: Mutex::new(Arc::new(server)),
+            slots: Semaphore::new(EXCHANGE_SLOTS),
+            restarts: AtomicU64::new(0),
         })
     }
 
     /// Sends one forwarded request head to tiny_http and returns its whole response. A head
-    /// tiny_http closes on without an answer gets the sniffer's `400`.
+    /// tiny_http closes on without an answer gets the sniffer's `400`. A backend that does not
+    /// answer in time is replaced by a fresh one.
     pub async fn exchange(&self, head: &[u8]) -> io::Result<Vec<u8>> {
+        let _slot = self.slots.acquire().await;
+        let server = self.current();
+        let timeout = async {
+            Timer::after(EXCHANGE_TIMEOUT).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "tiny_http did not answer"))
+        };
+        let result = smol::future::or(server.exchange(head), timeout).await;
+        if let Err(e) = &result {
+            let broken = matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::ConnectionRefused
+            );
+            if broken {
+                self.restart(&server, e);
+            }
+        }
+        result
+    }
+
+    fn current(&self) -> Arc<Server> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces `broken` (if it is still the current server) with a fresh one.
+    fn restart(&self, broken: &Arc<Server>, why: &io::Error) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, broken) {
+            return; // already replaced
+        }
+        let n = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        match Server::start(&self.shared, lainlet_shell_common::cli::random_seed() ^ n) {
+            Ok(fresh) => {
+                error!("the HTTP backend (tiny_http) failed ({why}): restarted it (#{n})");
+                let old = std::mem::replace(&mut *current, Arc::new(fresh));
+                old.stop();
+            }
+            Err(e) => error!("the HTTP backend (tiny_http) failed ({why}) and cannot restart: {e}"),
+        }
+    }
+}
+
+impl Server {
+    fn start(shared: &Arc<Shared>, nonce: u64) -> io::Result<Server> {
+        let name = format!("lainlet-smol/{}/{nonce:016x}", std::process::id());
+        let addr = abstract_addr(&name)?;
+        let listener = UnixListener::bind_addr(&addr)?;
+        let http = tiny_http::Server::from_listener(listener, None)
+            .map(Arc::new)
+            .map_err(io::Error::other)?;
+        for i in 0..HANDLERS {
+            let (http, shared) = (http.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name(format!("lainlet-http-{i}"))
+                .spawn(move || handle_requests(&http, &shared))?;
+        }
+        Ok(Server { addr, http })
+    }
+
+    async fn exchange(&self, head: &[u8]) -> io::Result<Vec<u8>> {
         // A local connect does not wait for the accept, only for room in the backlog.
         let stream = Async::new(UnixStream::connect_addr(&self.addr)?)?;
         (&stream).write_all(head).await?;
@@ -75,6 +151,15 @@ impl Backend {
         }
         strip_server_header(&mut response)?;
         Ok(response)
+    }
+
+    /// Ends the handler threads and forgets the server: tiny_http's `Drop` panics on an
+    /// abstract socket address, and a replaced server is rare enough to keep.
+    fn stop(self: Arc<Self>) {
+        for _ in 0..HANDLERS {
+            self.http.unblock();
+        }
+        std::mem::forget(self);
     }
 }
 

@@ -9,10 +9,12 @@
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use lainlet_core::Response;
+use lainlet_shell_common::conn::{ConnectionPolicy, Waiting};
 use lainlet_shell_common::sniff::{sniff, Body, Refusal, Sniffed};
-use lainlet_shell_common::socket::{close, refuse, write_parts, Socket};
+use lainlet_shell_common::socket::{close, refuse, write_parts, Runtime, Socket};
 use lainlet_shell_common::sync::{first, Either};
 use lainlet_shell_common::{watch, OpenConnection, Shared};
 use tracing::{debug, warn};
@@ -26,6 +28,8 @@ pub struct Front {
     pub shared: Arc<Shared>,
     /// tiny_http, for plain requests.
     pub backend: Backend,
+    /// Head and idle timeouts.
+    pub policy: ConnectionPolicy,
 }
 
 /// Serves one connection: request heads in order until it closes, a watch takes it over, or
@@ -34,18 +38,34 @@ pub async fn connection(front: Arc<Front>, tcp: Tcp, peer: IpAddr, open: OpenCon
     let shared = &front.shared;
     let mut buf = Vec::new();
     loop {
+        let mut waiting = (Waiting::Request, Instant::now());
         let sniffed = loop {
             match sniff(&buf) {
                 Sniffed::Partial => {}
                 sniffed => break sniffed,
             }
-            let read = match buf.is_empty() {
-                // Between requests, shutdown ends an idle connection.
-                true => match first(fill(&tcp, &mut buf), shared.shut_down()).await {
-                    Either::Left(read) => read,
-                    Either::Right(()) => return close(&Smol, &tcp, &[]).await,
-                },
-                false => fill(&tcp, &mut buf).await,
+            if !buf.is_empty() && waiting.0 == Waiting::Request {
+                waiting = (Waiting::Head, Instant::now());
+            }
+            let deadline = Smol.sleep_until(front.policy.deadline(waiting.0, waiting.1));
+            // Shutdown ends a connection between requests, a deadline any waiting one.
+            let idle = buf.is_empty();
+            let stop = async {
+                match idle {
+                    true => first(deadline, shared.shut_down()).await,
+                    false => Either::Left(deadline.await),
+                }
+            };
+            let read = match first(fill(&tcp, &mut buf), stop).await {
+                Either::Left(read) => read,
+                Either::Right(Either::Right(())) => return close(&Smol, &tcp, &[]).await,
+                Either::Right(Either::Left(())) => {
+                    debug!(%peer, "connection closed: waited too long for {:?}", waiting.0);
+                    return match front.policy.timed_out(waiting.0) {
+                        Some(response) => refuse(&Smol, &tcp, &response).await,
+                        None => close(&Smol, &tcp, &[]).await,
+                    };
+                }
             };
             match read {
                 Ok(0) if buf.is_empty() => return,

@@ -94,9 +94,11 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
     let front = Arc::new(Front {
         shared: shared.clone(),
         backend,
+        policy: started.policy,
     });
-    let max = started.cli.max_connections;
-    service::accept(&shared, &Smol, &listener, max, |accepted| match accepted {
+    ex.spawn(service::trim_after_floods(shared.clone(), Smol)).detach();
+    let (policy, node_ip) = (started.policy, &started.cli.ip);
+    service::accept(&shared, &Smol, &listener, &policy, node_ip, |accepted| match accepted {
         Accepted::Serve { socket, peer, open } => {
             ex.spawn(front::connection(front.clone(), socket, peer, open))
                 .detach();

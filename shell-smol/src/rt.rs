@@ -5,6 +5,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Instant;
 
+use lainlet_shell_common::conn::ConnectionPolicy;
 use lainlet_shell_common::service;
 use lainlet_shell_common::socket::{Runtime, Socket};
 use smol::{Async, Timer};
@@ -44,13 +45,17 @@ impl Socket for Tcp {
     }
 }
 
-/// smol's listener.
-pub struct Listener(Async<TcpListener>);
+/// smol's listener; accepted sockets get TCP keepalive.
+pub struct Listener(Async<TcpListener>, socket2::TcpKeepalive);
 
 impl Listener {
     /// Registers a bound listener with async-io.
-    pub fn new(listener: TcpListener) -> io::Result<Listener> {
-        Async::new(listener).map(Listener)
+    pub fn new(listener: TcpListener, policy: &ConnectionPolicy) -> io::Result<Listener> {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(policy.keepalive)
+            .with_interval((policy.keepalive / 5).max(std::time::Duration::from_secs(1)))
+            .with_retries(3);
+        Async::new(listener).map(|l| Listener(l, keepalive))
     }
 }
 
@@ -60,6 +65,7 @@ impl service::Listener for Listener {
     async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
         let (tcp, peer) = self.0.accept().await?;
         let _ = tcp.get_ref().set_nodelay(true);
+        let _ = socket2::SockRef::from(tcp.get_ref()).set_tcp_keepalive(&self.1);
         Ok((Tcp(tcp), peer))
     }
 }

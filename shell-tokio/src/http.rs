@@ -18,6 +18,7 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::StatusCode;
+use lainlet_shell_common::conn::ConnectionPolicy;
 use lainlet_shell_common::sniff::{MAX_HEAD, MAX_HEADERS};
 use lainlet_shell_common::socket::close;
 use lainlet_shell_common::{watch, OpenConnection, Shared};
@@ -33,6 +34,7 @@ pub async fn serve_connection(
     open: OpenConnection,
     tcp: tokio::net::TcpStream,
     peer: IpAddr,
+    policy: ConnectionPolicy,
 ) {
     let for_service = shared.clone();
     let service = service_fn(move |req| {
@@ -43,7 +45,7 @@ pub async fn serve_connection(
         .title_case_headers(true)
         .max_headers(MAX_HEADERS)
         .max_header_size(MAX_HEAD)
-        .serve_connection(SniffIo::new(tcp), service);
+        .serve_connection(SniffIo::new(tcp, policy), service);
     let for_shutdown = shared.clone();
     let mut down = pin!(for_shutdown.shut_down());
     let mut graceful = false;
@@ -72,6 +74,14 @@ pub async fn serve_connection(
             debug!(%peer, "refused: {refusal:?}");
             let mut bytes = unwritten;
             bytes.extend(refusal.response().to_http1(false));
+            close(&Tokio, &tcp, &bytes).await;
+        }
+        Some(Takeover::TimedOut(waiting)) if result.is_ok() => {
+            debug!(%peer, "connection closed: waited too long for {waiting:?}");
+            let mut bytes = unwritten;
+            if let Some(response) = policy.timed_out(waiting) {
+                bytes.extend(response.to_http1(false));
+            }
             close(&Tokio, &tcp, &bytes).await;
         }
         _ => close(&Tokio, &tcp, &unwritten).await,

@@ -35,14 +35,18 @@
 //! * A chunked request body cannot be followed here: the connection switches to plain
 //!   pass-through for the rest of its life, and the response closes it (see `http.rs`).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
+use lainlet_shell_common::conn::{ConnectionPolicy, Waiting};
 use lainlet_shell_common::sniff::{sniff, Body, Refusal, Sniffed, WatchRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Bytes of responses buffered for a slow client before requests stop being read.
 pub const WRITE_LIMIT: usize = 256 * 1024;
@@ -64,6 +68,8 @@ pub enum Takeover {
     Watch(WatchRequest),
     /// Answer the refusal and close.
     Refuse(Refusal),
+    /// The client took too long (see [`ConnectionPolicy::timed_out`]): answer and close.
+    TimedOut(Waiting),
 }
 
 /// The socket with a read-side request sniffer and an always-accepting write side.
@@ -74,11 +80,19 @@ pub struct SniffIo {
     state: ReadState,
     wbuf: Vec<u8>,
     takeover: Option<Takeover>,
+    policy: ConnectionPolicy,
+    /// What the connection waits for, since when, and the timer that gives up on it.
+    waiting: (Waiting, Instant),
+    timer: Pin<Box<Sleep>>,
 }
 
 impl SniffIo {
-    /// Wraps a fresh connection.
-    pub fn new(tcp: TcpStream) -> SniffIo {
+    /// Wraps a fresh connection, which follows `policy`'s head and idle timeouts.
+    pub fn new(tcp: TcpStream, policy: ConnectionPolicy) -> SniffIo {
+        let now = Instant::now();
+        let timer = Box::pin(tokio::time::sleep_until(
+            policy.deadline(Waiting::Request, now).into(),
+        ));
         SniffIo {
             tcp,
             rbuf: Vec::new(),
@@ -86,6 +100,19 @@ impl SniffIo {
             state: ReadState::Boundary,
             wbuf: Vec::new(),
             takeover: None,
+            policy,
+            waiting: (Waiting::Request, now),
+            timer,
+        }
+    }
+
+    /// Starts waiting for `what` (if not already), arming the timer.
+    fn wait_for(&mut self, what: Waiting) {
+        if self.waiting.0 != what {
+            let now = Instant::now();
+            self.waiting = (what, now);
+            let deadline = self.policy.deadline(what, now);
+            self.timer.as_mut().reset(deadline.into());
         }
     }
 
@@ -166,6 +193,7 @@ impl Read for SniffIo {
                 },
                 ReadState::Passing(0) => {
                     this.state = ReadState::Boundary;
+                    this.wait_for(Waiting::Request);
                     continue;
                 }
                 ReadState::Passing(_) | ReadState::Opaque if avail > 0 => {
@@ -183,7 +211,19 @@ impl Read for SniffIo {
                 }
                 _ => {}
             }
-            if ready!(this.poll_fill(cx))? == 0 {
+            if this.state == ReadState::Boundary && avail > 0 {
+                this.wait_for(Waiting::Head);
+            }
+            let filled = match this.poll_fill(cx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending if this.state == ReadState::Boundary => {
+                    ready!(this.timer.as_mut().poll(cx));
+                    this.takeover = Some(Takeover::TimedOut(this.waiting.0));
+                    continue;
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            if filled == 0 {
                 if this.state == ReadState::Boundary && this.rbuf.len() > this.rpos {
                     // A partial head before end of stream.
                     this.takeover = Some(Takeover::Refuse(Refusal::Malformed));

@@ -94,10 +94,12 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
     }
     tokio::spawn(shared.clone().run_timer(Tokio));
     let grpc = grpc.map(|server| server.spawn(shared.clone()));
-    let max = started.cli.max_connections;
-    service::accept(&shared, &Tokio, &listener, max, |accepted| match accepted {
+    tokio::spawn(service::trim_after_floods(shared.clone(), Tokio));
+    let (policy, node_ip) = (started.policy, &started.cli.ip);
+    service::accept(&shared, &Tokio, &listener, &policy, node_ip, |accepted| match accepted {
         Accepted::Serve { socket, peer, open } => {
-            tokio::spawn(http::serve_connection(shared.clone(), open, socket.0, peer));
+            let connection = http::serve_connection(shared.clone(), open, socket.0, peer, policy);
+            tokio::spawn(connection);
         }
         Accepted::Refuse { socket, response } => {
             tokio::spawn(async move { refuse(&Tokio, &socket, &response).await });

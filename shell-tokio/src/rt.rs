@@ -6,6 +6,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use lainlet_shell_common::conn::ConnectionPolicy;
 use lainlet_shell_common::service;
 use lainlet_shell_common::socket::{Runtime, Socket};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,14 +46,23 @@ impl Socket for Tcp {
     }
 }
 
-/// tokio's listener.
-pub struct Listener(TcpListener);
+/// tokio's listener; accepted sockets get TCP keepalive.
+pub struct Listener(TcpListener, socket2::TcpKeepalive);
 
 impl Listener {
     /// Registers a bound, non-blocking listener with tokio.
-    pub fn new(listener: std::net::TcpListener) -> io::Result<Listener> {
-        TcpListener::from_std(listener).map(Listener)
+    pub fn new(listener: std::net::TcpListener, policy: &ConnectionPolicy) -> io::Result<Listener> {
+        TcpListener::from_std(listener).map(|l| Listener(l, keepalive(policy)))
     }
+}
+
+/// TCP keepalive after `policy.keepalive` of silence, then probes every fifth of it, three
+/// times.
+fn keepalive(policy: &ConnectionPolicy) -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(policy.keepalive)
+        .with_interval((policy.keepalive / 5).max(std::time::Duration::from_secs(1)))
+        .with_retries(3)
 }
 
 impl service::Listener for Listener {
@@ -61,6 +71,7 @@ impl service::Listener for Listener {
     async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
         let (tcp, peer) = self.0.accept().await?;
         let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&self.1);
         Ok((Tcp(tcp), peer))
     }
 }

@@ -118,7 +118,11 @@ fn read_until_closed(tcp: &mut std::net::TcpStream, limit: Duration) -> (Vec<u8>
         match tcp.read(&mut chunk) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return (out, true),
         }
     }
