@@ -10,13 +10,21 @@
 //! ```text
 //! etcd:    loop { match engine.poll_etcd(now) {
 //!            Wait { until }          → sleep until then
-//!            Connect { endpoint }    → connect → handle_etcd_connected / handle_etcd_failure
-//!            ReadSnapshot            → range /lain/ at revision R → handle_snapshot(now, snapshot)
-//!            Watch { start_revision }→ one prefix watch of /lain/ from there; every message →
+//!            Connect { endpoint, store } → connect (that store's API, or both)
+//!                                      → handle_etcd_connected / handle_etcd_failure
+//!            Probe                   → ask each store for keys under /lain/ (v2::PROBE_PATH,
+//!                                      a one-key v3 range) → handle_store_probe(now, v2, v3)
+//!            ReadSnapshot { store }  → read /lain/ at revision R → handle_snapshot(now, snapshot)
+//!            Watch { store, start_revision, in_history, until }
+//!                                    → one prefix watch of /lain/ from there (end it at
+//!                                      `until`); every message →
 //!                                      handle_watch_response(now, msg) → WatchOutcome
-//!                                      (Compacted: end the watch and poll again;
+//!                                      (Compacted, Ended: end the watch and poll again;
 //!                                       Canceled or a transport error: handle_etcd_failure)
 //!          } }
+//!          The store is etcd's v3 store or its v2 keys store (`--etcd-api`, detected by
+//!          default; see [`Store`]); v2's index plays the revision, its answers are
+//!          decoded by [`v2`], v3's JSON gateway by [`gateway`].
 //! HTTP:    each request ──▶ engine.handle_request(&request, &ctx) ──▶ Reply
 //!            Reply::Response(r)  → write it (omit the body for HEAD)
 //!            Reply::Stream(id)   → write SSE_HEAD, then frames from engine.poll_frame(id)
@@ -80,11 +88,15 @@ mod views;
 
 pub use engine::{
     apply_patch, Action, DecodeFailure, DeliveryStats, Engine, EngineConfig, EtcdStatus,
-    HistoryWindow, Rendering, RequestContext, SubscriberId, Update, ViewVersion, V2_VERSION,
+    HistoryWindow, Rendering, RequestContext, StoreDecision, SubscriberId, Update, ViewVersion,
+    V2_VERSION,
 };
 pub use auth::is_local_peer;
 pub use error::ApiError;
-pub use etcd::{gateway, BackoffPolicy, CodecError, EtcdStep, WatchOutcome, WatchResponse, PREFIX};
+pub use etcd::{
+    gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdStep, NoStore, Probe, Store, StoreChoice,
+    WatchOutcome, WatchResponse, PREFIX,
+};
 pub use input::{KeyValue, Snapshot, WatchEvent};
 pub use model::DecodeError;
 pub use request::{Delivery, Method, Request, Route, StreamOptions};

@@ -1,5 +1,5 @@
-//! Property tests (proptest) over random sequences of etcd puts, deletes, replayed responses and
-//! resyncs on realistic keys:
+//! Property tests (proptest) over random sequences of etcd puts, deletes, v2 directory deletes,
+//! replayed responses and resyncs on realistic keys:
 //! 1. every view maintained incrementally equals the view of an engine loaded from scratch
 //!    with the final state;
 //! 2. every watcher's last delivered frame equals a GET of the final state, however rarely it
@@ -48,11 +48,23 @@ const GET_ONLY: &[&str] = &[
 
 #[derive(Clone, Debug)]
 enum Op {
-    Put { key: usize, value: usize },
-    Delete { key: usize },
+    Put {
+        key: usize,
+        value: usize,
+    },
+    Delete {
+        key: usize,
+    },
+    /// A v2 directory delete: a parent directory of a pool key, everything below it.
+    DeleteDir {
+        key: usize,
+        depth: usize,
+    },
     ReplayLast,
     Resync,
-    Drain { watcher: usize },
+    Drain {
+        watcher: usize,
+    },
     GetAll,
 }
 
@@ -60,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (any::<usize>(), any::<usize>()).prop_map(|(key, value)| Op::Put { key, value }),
         2 => any::<usize>().prop_map(|key| Op::Delete { key }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(key, depth)| Op::DeleteDir { key, depth }),
         1 => Just(Op::ReplayLast),
         1 => Just(Op::Resync),
         3 => any::<usize>().prop_map(|watcher| Op::Drain { watcher }),
@@ -135,6 +148,19 @@ proptest! {
                     let revision = h.store.revision + 1;
                     h.store = apply_to_dump(&h.store, &change, revision);
                     let ev = event(&change, revision);
+                    h.engine.handle_events(h.now, [ev.clone()]);
+                    last_batch = Some(ev);
+                }
+                Op::DeleteDir { key, depth } => {
+                    // `/lain`, `/lain/deployd`, … up to the key's own directory.
+                    let key = &pool[key % pool.len()].0;
+                    let dirs: Vec<&str> = key.match_indices('/').skip(1).map(|(i, _)| &key[..i]).collect();
+                    let dir = dirs[depth % dirs.len()].to_owned();
+                    let revision = h.store.revision + 1;
+                    let below = format!("{dir}/");
+                    h.store.kvs.retain(|kv| !kv.key.starts_with(&below));
+                    h.store.revision = revision;
+                    let ev = WatchEvent::DeleteDir { key: dir, mod_revision: revision };
                     h.engine.handle_events(h.now, [ev.clone()]);
                     last_batch = Some(ev);
                 }

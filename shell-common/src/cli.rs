@@ -142,6 +142,28 @@ pub struct Cli {
     )]
     pub etcd_password: Option<String>,
 
+    /// Which etcd store to read: `v3`, `v2` (the keys API, `/v2/keys`: etcd 2.x, or etcd 3.x
+    /// with `--enable-v2`), or `auto`: the one that holds keys under /lain/ (v2 if both do; if
+    /// neither does yet, v2 when its API is served, checked again until one holds keys).
+    #[arg(
+        long,
+        env = "LAINLET_ETCD_API",
+        default_value = "auto",
+        value_name = "auto|v2|v3",
+        value_parser = parse_etcd_api
+    )]
+    pub etcd_api: lainlet_core::EtcdApi,
+
+    /// Seconds between two checks of a provisional `--etcd-api auto` choice (made while
+    /// neither store held keys, or one could not be asked).
+    #[arg(
+        long,
+        env = "LAINLET_ETCD_API_RECHECK",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub etcd_api_recheck: u64,
+
     /// CA certificate (PEM) to verify etcd with; implies `https://` endpoints.
     #[cfg(feature = "tls")]
     #[arg(long, env = "LAINLET_ETCD_CA", value_name = "FILE")]
@@ -236,6 +258,8 @@ const VALUE_FLAGS: &[&str] = &[
     "grpc.addr",
     "grpc.key",
     "grpc.cert",
+    "etcd-api",
+    "etcd-api-recheck",
 ];
 
 /// Boolean flags, by their long name.
@@ -401,6 +425,8 @@ impl Cli {
             auth: !self.noauth,
             etcd_endpoints: self.etcd_endpoints().len().max(1),
             etcd_urls: self.etcd_endpoints(),
+            etcd_api: self.etcd_api,
+            store_reprobe: std::time::Duration::from_secs(self.etcd_api_recheck.max(1)),
             seed: random_seed(),
             ..lainlet_core::EngineConfig::default()
         }
@@ -465,6 +491,11 @@ fn listen_addrs_of(flag: &str, value: &str) -> Result<Vec<SocketAddr>, String> {
     std::net::ToSocketAddrs::to_socket_addrs(value)
         .map(Iterator::collect)
         .map_err(|e| format!("invalid {flag} address {value:?}: {e}"))
+}
+
+/// `--etcd-api`'s value.
+fn parse_etcd_api(text: &str) -> Result<lainlet_core::EtcdApi, String> {
+    lainlet_core::EtcdApi::parse(text).ok_or_else(|| format!("{text:?}: expected auto, v2 or v3"))
 }
 
 /// A seed that differs between processes and starts (clock and process id); not for
@@ -585,6 +616,26 @@ mod tests {
         assert!(cli.debug && !cli.noauth);
         assert_eq!(cli.grpc_addr.as_deref(), Some(":9002"));
         assert_eq!(cli.listen_addrs().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_etcd_api_defaults_to_auto_and_takes_v2_or_v3_in_either_style() {
+        use lainlet_core::{EtcdApi, Store};
+        let base = ["lainlet", "-etcd=10.0.0.1:4001"];
+        let cli = Cli::parse_from(normalise(base.map(OsString::from)));
+        assert_eq!(
+            cli.etcd_api,
+            EtcdApi::Auto,
+            "the original's command line detects"
+        );
+        assert_eq!(cli.engine_config().etcd_api, EtcdApi::Auto);
+        let with = |flag: &str| {
+            let args = base.iter().copied().chain([flag]).map(OsString::from);
+            Cli::try_parse_from(normalise(args)).map(|c| c.etcd_api)
+        };
+        assert_eq!(with("-etcd-api=v2").unwrap(), EtcdApi::Only(Store::V2));
+        assert_eq!(with("--etcd-api=V3").unwrap(), EtcdApi::Only(Store::V3));
+        assert!(with("--etcd-api=v4").is_err());
     }
 
     fn parse(args: &[&str]) -> Cli {

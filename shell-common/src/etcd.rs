@@ -1,24 +1,30 @@
 //! The one etcd watch of the process: the engine says what to do
-//! ([`lainlet_core::Engine::poll_etcd`]), a shell's [`EtcdClient`] does the IO, and the result
-//! goes back to the engine. Also the demo data set used when no etcd is configured.
+//! ([`lainlet_core::Engine::poll_etcd`]), a shell's [`EtcdClient`]s do the IO — one for etcd's
+//! v2 keys store, one for its v3 store — and the result goes back to the engine. Also the demo
+//! data set used when no etcd is configured.
 //!
 //! ```text
-//! Connect{endpoint}  → client.connect(url)        → handle_etcd_connected / handle_etcd_failure
-//! ReadSnapshot       → client.read_snapshot()      → handle_snapshot (applied as a diff)
-//! Watch{start}       → client.watch(start), each message → handle_watch_response
-//! Wait{until}        → sleep
+//! Connect{endpoint, store}   → that store's client.connect(url), or both (auto-detection)
+//!                              → handle_etcd_connected / handle_etcd_failure
+//! Probe                      → v2.probe(), v3.probe() → handle_store_probe (logged)
+//! ReadSnapshot{store}        → client.read_snapshot() → handle_snapshot (applied as a diff)
+//! Watch{store, start, …}     → client.watch(start, in_history), each message →
+//!                              handle_watch_response, until it ends, fails or `until` passes
+//! Wait{until}                → sleep
 //! ```
 //!
-//! A shell provides the client (gRPC for the tokio shell, the v3 JSON gateway for the smol
-//! shell) and its timer; the order, the revisions, the back-off and what `/healthz` says are the
-//! engine's.
+//! A shell provides the clients (v3: gRPC for the tokio shell, the JSON gateway for the smol
+//! shell; v2: the keys API over hyper or trillium-client) and its timer; which store, the
+//! order, the revisions, the back-off and what `/healthz` says are the engine's.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::bail;
-use lainlet_core::{EtcdStep, KeyValue, Snapshot, WatchOutcome, WatchResponse};
+use anyhow::{anyhow, bail};
+use lainlet_core::{
+    EtcdStep, KeyValue, Probe, Snapshot, Store, StoreDecision, WatchOutcome, WatchResponse,
+};
 use tracing::{debug, info, warn};
 
 use crate::socket::Runtime;
@@ -28,8 +34,8 @@ use crate::Shared;
 /// The prefix lainlet reads and watches.
 pub const PREFIX: &str = "/lain/";
 
-/// A connection to one etcd endpoint at a time, as a shell implements it. Each call should
-/// give up by itself when etcd does not answer (the shell's timeouts).
+/// A connection to one store of one etcd endpoint at a time, as a shell implements it. Each
+/// call should give up by itself when etcd does not answer (the shell's timeouts).
 pub trait EtcdClient: Send {
     /// The stream of one watch.
     type Watch: EtcdWatch;
@@ -37,13 +43,19 @@ pub trait EtcdClient: Send {
     /// Connects to `endpoint` (`http://host:port`), replacing any earlier connection.
     fn connect(&mut self, endpoint: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Reads every key under [`PREFIX`] in one consistent range, at the header's revision.
+    /// Asks the store whether it holds keys under [`PREFIX`] (one cheap read); what went
+    /// wrong is a [`Probe::Failed`] or, when the API is not served, [`Probe::Unavailable`].
+    fn probe(&mut self) -> impl Future<Output = Probe> + Send;
+
+    /// Reads every key under [`PREFIX`] in one consistent read, at the store's revision.
     fn read_snapshot(&mut self) -> impl Future<Output = anyhow::Result<Snapshot>> + Send;
 
-    /// Starts one prefix watch of [`PREFIX`] from `start_revision`.
+    /// Starts one prefix watch of [`PREFIX`] from `start_revision`; `in_history`: etcd has
+    /// already reported that revision (see [`EtcdStep::Watch`]).
     fn watch(
         &mut self,
         start_revision: i64,
+        in_history: bool,
     ) -> impl Future<Output = anyhow::Result<Self::Watch>> + Send;
 }
 
@@ -53,13 +65,23 @@ pub trait EtcdWatch: Send {
     fn next(&mut self) -> impl Future<Output = anyhow::Result<Option<WatchResponse>>> + Send;
 }
 
-/// Follows etcd at `endpoints` (URLs; one is used at a time) with `client` until shutdown.
-pub async fn follow<C: EtcdClient, R: Runtime>(
+/// A shell's two clients: the v2 keys store's and the v3 store's.
+pub struct Clients<V2, V3> {
+    /// The v2 keys API.
+    pub v2: V2,
+    /// The v3 API.
+    pub v3: V3,
+}
+
+/// Follows etcd at `endpoints` (URLs; one is used at a time) with `clients` until shutdown.
+pub async fn follow<V2: EtcdClient, V3: EtcdClient, R: Runtime>(
     shared: Arc<Shared>,
     endpoints: Vec<String>,
-    mut client: C,
+    mut clients: Clients<V2, V3>,
     rt: R,
 ) {
+    // Why a store's API could not be connected to (it is probed as failed), by store.
+    let mut unconnected: [Option<String>; 2] = [None, None];
     loop {
         let step = shared.with_engine(|e| e.poll_etcd(Instant::now()));
         let outcome = match step {
@@ -69,9 +91,10 @@ pub async fn follow<C: EtcdClient, R: Runtime>(
                     Either::Right(()) => return,
                 }
             }
-            EtcdStep::Connect { endpoint } => {
+            EtcdStep::Connect { endpoint, store } => {
                 let url = &endpoints[endpoint % endpoints.len()];
-                match first(client.connect(url), shared.shut_down()).await {
+                let connecting = connect(&mut clients, url, store, &mut unconnected);
+                match first(connecting, shared.shut_down()).await {
                     Either::Left(r) => r.map(|()| {
                         debug!("using etcd endpoint {url}");
                         shared.with_engine(|e| e.handle_etcd_connected(Instant::now()));
@@ -79,20 +102,46 @@ pub async fn follow<C: EtcdClient, R: Runtime>(
                     Either::Right(()) => return,
                 }
             }
-            EtcdStep::ReadSnapshot => match first(
-                crate::startup::read_snapshot(&mut client, &rt),
-                shared.shut_down(),
-            )
-            .await
-            {
-                Either::Left(Ok(snapshot)) => {
-                    crate::startup::apply_snapshot(&shared, snapshot);
-                    Ok(())
+            EtcdStep::Probe => {
+                match first(probe(&mut clients, &unconnected), shared.shut_down()).await {
+                    Either::Left((v2, v3)) => {
+                        let decision =
+                            shared.with_engine(|e| e.handle_store_probe(Instant::now(), &v2, &v3));
+                        let both = v2 == Probe::Keys && v3 == Probe::Keys;
+                        decision
+                            .map(|d| log_decision(&d, both))
+                            .map_err(|e| anyhow!(e))
+                    }
+                    Either::Right(()) => return,
                 }
-                Either::Left(Err(e)) => Err(e.context(format!("reading {PREFIX}"))),
-                Either::Right(()) => return,
-            },
-            EtcdStep::Watch { start_revision } => watch(&shared, &mut client, start_revision).await,
+            }
+            EtcdStep::ReadSnapshot { store } => {
+                let read = match store {
+                    Store::V2 => read(&shared, &mut clients.v2, &rt).await,
+                    Store::V3 => read(&shared, &mut clients.v3, &rt).await,
+                };
+                match read {
+                    Some(r) => r,
+                    None => return,
+                }
+            }
+            EtcdStep::Watch {
+                store,
+                start_revision,
+                in_history,
+                until,
+            } => {
+                let w = Watch {
+                    store,
+                    start_revision,
+                    in_history,
+                    until,
+                };
+                match store {
+                    Store::V2 => watch(&shared, &mut clients.v2, &rt, w).await,
+                    Store::V3 => watch(&shared, &mut clients.v3, &rt, w).await,
+                }
+            }
         };
         if shared.is_shutting_down() {
             return;
@@ -106,37 +155,172 @@ pub async fn follow<C: EtcdClient, R: Runtime>(
     }
 }
 
-/// Runs one watch until it fails (`Err`), is compacted away (`Ok`), or shutdown (`Ok`).
-async fn watch<C: EtcdClient>(
+fn slot(store: Store) -> usize {
+    match store {
+        Store::V2 => 0,
+        Store::V3 => 1,
+    }
+}
+
+/// Connects the client of `store`, or both (then one is enough: the other is probed as
+/// failed, with the reason kept in `unconnected`).
+async fn connect<V2: EtcdClient, V3: EtcdClient>(
+    clients: &mut Clients<V2, V3>,
+    url: &str,
+    store: Option<Store>,
+    unconnected: &mut [Option<String>; 2],
+) -> anyhow::Result<()> {
+    *unconnected = [None, None];
+    match store {
+        Some(Store::V2) => clients.v2.connect(url).await,
+        Some(Store::V3) => clients.v3.connect(url).await,
+        None => {
+            let v2 = clients.v2.connect(url).await;
+            let v3 = clients.v3.connect(url).await;
+            if let (Err(a), Err(b)) = (&v2, &v3) {
+                bail!("v2: {a:#}; v3: {b:#}");
+            }
+            unconnected[0] = v2.err().map(|e| format!("{e:#}"));
+            unconnected[1] = v3.err().map(|e| format!("{e:#}"));
+            Ok(())
+        }
+    }
+}
+
+/// Both stores' answers to the probe.
+async fn probe<V2: EtcdClient, V3: EtcdClient>(
+    clients: &mut Clients<V2, V3>,
+    unconnected: &[Option<String>; 2],
+) -> (Probe, Probe) {
+    let v2 = match &unconnected[slot(Store::V2)] {
+        Some(e) => Probe::Failed(e.clone()),
+        None => clients.v2.probe().await,
+    };
+    let v3 = match &unconnected[slot(Store::V3)] {
+        Some(e) => Probe::Failed(e.clone()),
+        None => clients.v3.probe().await,
+    };
+    (v2, v3)
+}
+
+/// Logs the store decision: a warning when it switches, or when both stores hold keys (one
+/// of them is not read).
+fn log_decision(d: &StoreDecision, both_hold_keys: bool) {
+    let c = &d.choice;
+    let provisional = match c.settled {
+        true => "",
+        false => " (provisional: both stores are asked again from time to time)",
+    };
+    match d.switched_from {
+        Some(from) => warn!(
+            "etcd store: switching from {from} to {}: {}{provisional}",
+            c.store, c.reason
+        ),
+        None if both_hold_keys => warn!("etcd store: reading {}: {}", c.store, c.reason),
+        None => info!("etcd store: reading {}: {}{provisional}", c.store, c.reason),
+    }
+}
+
+/// Reads and applies a snapshot; `None` on shutdown.
+async fn read<C: EtcdClient, R: Runtime>(
     shared: &Shared,
     client: &mut C,
+    rt: &R,
+) -> Option<anyhow::Result<()>> {
+    let reading = crate::startup::read_snapshot(client, rt);
+    match first(reading, shared.shut_down()).await {
+        Either::Left(Ok(snapshot)) => {
+            crate::startup::apply_snapshot(shared, snapshot);
+            Some(Ok(()))
+        }
+        Either::Left(Err(e)) => Some(Err(e.context(format!("reading {PREFIX}")))),
+        Either::Right(()) => None,
+    }
+}
+
+/// What [`EtcdStep::Watch`] asked for.
+#[derive(Clone, Copy)]
+struct Watch {
+    store: Store,
     start_revision: i64,
-) -> anyhow::Result<()> {
-    let mut stream = match first(client.watch(start_revision), shared.shut_down()).await {
-        Either::Left(stream) => stream?,
-        Either::Right(()) => return Ok(()),
+    in_history: bool,
+    until: Option<Instant>,
+}
+
+/// Waits for `f`, shutdown, or `until`: `None` for the latter two.
+async fn bounded<T, R: Runtime>(
+    shared: &Shared,
+    rt: &R,
+    until: Option<Instant>,
+    f: impl Future<Output = T>,
+) -> Option<T> {
+    let stop = async {
+        match until {
+            Some(at) => {
+                first(rt.sleep_until(at), shared.shut_down()).await;
+            }
+            None => shared.shut_down().await,
+        }
     };
+    match first(f, stop).await {
+        Either::Left(v) => Some(v),
+        Either::Right(()) => None,
+    }
+}
+
+/// Runs one watch until it fails (`Err`), is compacted away or ended by etcd (`Ok`), its
+/// `until` passes (`Ok`), or shutdown (`Ok`).
+async fn watch<C: EtcdClient, R: Runtime>(
+    shared: &Shared,
+    client: &mut C,
+    rt: &R,
+    w: Watch,
+) -> anyhow::Result<()> {
+    let starting = client.watch(w.start_revision, w.in_history);
+    let Some(stream) = bounded(shared, rt, w.until, starting).await else {
+        return Ok(());
+    };
+    let mut stream = stream?;
     loop {
-        let message = match first(stream.next(), shared.shut_down()).await {
-            Either::Left(message) => message?,
-            Either::Right(()) => return Ok(()),
+        let Some(message) = bounded(shared, rt, w.until, stream.next()).await else {
+            return Ok(());
         };
-        let Some(response) = message else {
+        let Some(response) = message? else {
             bail!("the watch stream was closed by etcd");
         };
+        for key in response.foreign_keys() {
+            warn!(key, "ignoring an etcd event about a key outside {PREFIX}");
+        }
         match shared.with_engine(|e| e.handle_watch_response(Instant::now(), response)) {
             WatchOutcome::Applied => {}
-            WatchOutcome::Created { start_revision } => {
-                info!("watching {PREFIX} on etcd from revision {start_revision}");
+            WatchOutcome::Created { start_revision } if w.in_history => {
+                debug!(
+                    "catching up on the etcd {} store from revision {start_revision}",
+                    w.store
+                );
             }
+            WatchOutcome::Created { start_revision } => {
+                info!(
+                    "watching {PREFIX} on the etcd {} store from revision {start_revision}",
+                    w.store
+                );
+            }
+            WatchOutcome::Ended => return Ok(()),
             WatchOutcome::Compacted {
                 start_revision,
                 compact_revision,
             } => {
-                warn!(
-                    "etcd compacted its history past revision {start_revision} \
-                     (to {compact_revision}): re-reading"
-                );
+                match w.store {
+                    Store::V3 => warn!(
+                        "etcd compacted its history past revision {start_revision} \
+                         (to {compact_revision}): re-reading"
+                    ),
+                    Store::V2 => warn!(
+                        "etcd's v2 history (its last 1000 events) no longer reaches index \
+                         {start_revision} (the oldest is {compact_revision}): the history was \
+                         compacted away; re-reading"
+                    ),
+                }
                 return Ok(());
             }
             WatchOutcome::Canceled { reason } => bail!("etcd canceled the watch: {reason}"),

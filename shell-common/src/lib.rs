@@ -16,7 +16,9 @@
 //!   [`socket::Runtime`]) and the socket routines written on them (writing, lingering close,
 //!   refusing);
 //! * [`watch`] — the one watch-stream loop;
-//! * [`etcd`] — the etcd driver over a shell's [`etcd::EtcdClient`], and the demo data;
+//! * [`etcd`] — the etcd driver over a shell's [`etcd::EtcdClient`]s (one per store), and
+//!   the demo data;
+//! * [`etcd_v2`] — the v2 keys API client both shells use, over a shell's HTTP `GET`;
 //! * [`service`] — the life of the process: start, accept loop, signals, drain;
 //! * [`startup`] — raising the open-files limit, and the first etcd snapshot read with its
 //!   progress logged;
@@ -31,6 +33,7 @@
 pub mod cli;
 pub mod conn;
 pub mod etcd;
+pub mod etcd_v2;
 pub mod service;
 pub mod shared;
 pub mod sniff;

@@ -1,5 +1,6 @@
-//! etcd through its v3 JSON gateway, the etcd client of the smol shell: HTTP/1.1 by
-//! trillium-client, the request bodies and answers by [`lainlet_core::gateway`].
+//! etcd's v3 store through its JSON gateway, the v3 client of the smol shell: HTTP/1.1 by
+//! trillium-client, the request bodies and answers by [`lainlet_core::gateway`] (the v2 keys
+//! store's client is [`crate::etcd_v2`]).
 //!
 //! * snapshot: `POST /v3/kv/range` for the `/lain/` prefix;
 //! * watch: one streaming `POST /v3/watch` creating the prefix watch from the start revision;
@@ -15,7 +16,7 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use lainlet_core::{gateway, Snapshot, WatchResponse};
+use lainlet_core::{gateway, Probe, Snapshot, WatchResponse};
 use lainlet_shell_common::etcd::{EtcdClient, EtcdWatch};
 use lainlet_shell_common::sync::{first, Either};
 use smol::io::AsyncReadExt;
@@ -85,6 +86,24 @@ impl Endpoint {
         path: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<Vec<u8>> {
+        let (status, answer) = self.exchange(http, limit, path, body).await?;
+        if status != 200 {
+            bail!(
+                "{path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            );
+        }
+        Ok(answer)
+    }
+
+    /// One unary call within `limit`: the answer's status and bytes.
+    async fn exchange(
+        &self,
+        http: &Client,
+        limit: Duration,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let exchange = async {
             let mut conn = self.post(http, path, body).await?;
             let status = conn.status().map_or(0, |s| s as u16);
@@ -95,17 +114,10 @@ impl Endpoint {
                 .await?;
             Ok::<_, trillium_client::Error>((status, answer))
         };
-        let (status, answer) = match first(exchange, Timer::after(limit)).await {
-            Either::Left(r) => r.with_context(|| format!("{path} at {}", self.url))?,
+        match first(exchange, Timer::after(limit)).await {
+            Either::Left(r) => Ok(r.with_context(|| format!("{path} at {}", self.url))?),
             Either::Right(_) => bail!("{path} at {}: no answer within {limit:?}", self.url),
-        };
-        if status != 200 {
-            bail!(
-                "{path}: HTTP {status}: {}",
-                String::from_utf8_lossy(&answer).trim()
-            );
         }
-        Ok(answer)
     }
 }
 
@@ -133,6 +145,21 @@ impl EtcdClient for GatewayClient {
         Ok(())
     }
 
+    async fn probe(&mut self) -> Probe {
+        let endpoint = match self.endpoint() {
+            Ok(e) => e,
+            Err(e) => return Probe::Failed(e.to_string()),
+        };
+        let body = gateway::keys_probe_request();
+        match endpoint
+            .exchange(&self.http, PROBE_TIMEOUT, "/v3/kv/range", body)
+            .await
+        {
+            Ok((status, answer)) => gateway::parse_keys_probe(status, &answer),
+            Err(e) => Probe::Failed(format!("{e:#}")),
+        }
+    }
+
     async fn read_snapshot(&mut self) -> anyhow::Result<Snapshot> {
         let answer = self
             .endpoint()?
@@ -146,7 +173,11 @@ impl EtcdClient for GatewayClient {
         Ok(gateway::parse_range(&answer)?)
     }
 
-    async fn watch(&mut self, start_revision: i64) -> anyhow::Result<GatewayWatch> {
+    async fn watch(
+        &mut self,
+        start_revision: i64,
+        _in_history: bool,
+    ) -> anyhow::Result<GatewayWatch> {
         let endpoint = self.endpoint()?.clone();
         let start = endpoint
             .post(

@@ -1,11 +1,12 @@
 //! `lainlet-smol`: the same service as `lainlet`, from the same core, on smol, tiny_http for
-//! plain HTTP and etcd's v3 JSON gateway (through trillium-client) for etcd — no tokio anywhere
-//! in its dependency tree. It proves that the core does not depend on a runtime.
+//! plain HTTP and trillium-client for etcd (its v3 JSON gateway and its v2 keys API) — no
+//! tokio anywhere in its dependency tree. It proves that the core does not depend on a runtime.
 //!
 //! * [`front`] — each connection's request heads are read by an async task that streams
 //!   watches (the common watch loop) and gives plain requests to tiny_http ([`backend`]), so
 //!   no thread waits for an idle watch;
-//! * [`gateway`] — etcd through the JSON gateway;
+//! * [`gateway`] — etcd's v3 store through the JSON gateway;
+//! * [`etcd_v2`] — trillium-client under the common v2 keys API client;
 //! * [`rt`] — smol's listener, socket and timer for the common code;
 //! * everything else (command line, the process's life, the engine's wake-ups, the etcd
 //!   driver, request sniffing, the watch stream) is `lainlet-shell-common`, shared with the
@@ -18,6 +19,7 @@
 //! the gRPC flags (`-grpc.addr` …: tonic needs tokio, so only `lainlet` serves gRPC).
 
 mod backend;
+mod etcd_v2;
 mod front;
 mod gateway;
 mod rt;
@@ -26,6 +28,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use async_signal::{Signal, Signals};
+use lainlet_shell_common::etcd::Clients;
+use lainlet_shell_common::etcd_v2::V2Client;
 use lainlet_shell_common::service::{self, Accepted, Started};
 use lainlet_shell_common::socket::refuse;
 use lainlet_shell_common::{Cli, Shared};
@@ -84,10 +88,12 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
     };
     if !started.endpoints.is_empty() {
         let cli = &started.cli;
-        let client =
-            gateway::GatewayClient::new(cli.etcd_user.clone().zip(cli.etcd_password.clone()));
+        let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
+        let v3 = gateway::GatewayClient::new(credentials.clone());
+        let v2 = V2Client::new(etcd_v2::Trillium::new(), Smol, credentials);
+        let clients = Clients { v2, v3 };
         let follow =
-            lainlet_shell_common::etcd::follow(shared.clone(), started.endpoints, client, Smol);
+            lainlet_shell_common::etcd::follow(shared.clone(), started.endpoints, clients, Smol);
         ex.spawn(follow).detach();
     }
     ex.spawn(shared.clone().run_timer(Smol)).detach();

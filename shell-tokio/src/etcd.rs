@@ -1,17 +1,20 @@
-//! The etcd client of the production shell: etcd-client (gRPC over HTTP/2, optional TLS and
-//! authentication, keep-alive pings) behind the common [`EtcdClient`] interface. The policy,
+//! The etcd v3 client of the production shell: etcd-client (gRPC over HTTP/2, optional TLS and
+//! authentication, keep-alive pings) behind the common [`EtcdClient`] interface (the v2 keys
+//! store's client is [`crate::etcd_v2`]). The policy,
 //! revisions and back-off are the core's, driven by `lainlet_shell_common::etcd::follow`.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
-use lainlet_core::{Snapshot, WatchEvent, WatchResponse};
+use lainlet_core::{Probe, Snapshot, WatchEvent, WatchResponse};
 use lainlet_shell_common::etcd::{key_value, EtcdClient, EtcdWatch, PREFIX};
 use lainlet_shell_common::Cli;
 
 /// Time limit of one call that should answer promptly (connect, range, watch creation).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit of the store probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest etcd message accepted (a big cluster's snapshot is one range response).
 const MAX_MESSAGE: usize = 512 << 20;
 
@@ -79,6 +82,29 @@ impl EtcdClient for GrpcClient {
         Ok(())
     }
 
+    async fn probe(&mut self) -> Probe {
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Probe::Failed(e.to_string()),
+        };
+        let mut kv = client.kv_client();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_limit(1);
+        match tokio::time::timeout(PROBE_TIMEOUT, kv.get(PREFIX, Some(options))).await {
+            Err(_) => Probe::Failed(format!("no answer within {PROBE_TIMEOUT:?}")),
+            Ok(Ok(r)) if r.count() > 0 || !r.kvs().is_empty() => Probe::Keys,
+            Ok(Ok(_)) => Probe::Empty,
+            Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                if status.code() == tonic::Code::Unimplemented =>
+            {
+                Probe::Unavailable(format!("the v3 API: {}", status.message()))
+            }
+            Ok(Err(e)) => Probe::Failed(format!("{e}")),
+        }
+    }
+
     async fn read_snapshot(&mut self) -> anyhow::Result<Snapshot> {
         let mut kv = self
             .client()?
@@ -102,7 +128,7 @@ impl EtcdClient for GrpcClient {
         Ok(Snapshot { revision, kvs })
     }
 
-    async fn watch(&mut self, start_revision: i64) -> anyhow::Result<GrpcWatch> {
+    async fn watch(&mut self, start_revision: i64, _in_history: bool) -> anyhow::Result<GrpcWatch> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(start_revision)
@@ -138,6 +164,7 @@ impl EtcdWatch for GrpcWatch {
                 .and_then(|e| e.kv())
                 .map(|kv| kv.mod_revision()),
             events: events.iter().filter_map(watch_event).collect(),
+            last: false,
         }))
     }
 }

@@ -4,7 +4,8 @@
 //! both shells share (command line, the process's life, the engine's wake-ups, the etcd
 //! driver, request sniffing, the watch stream) is in `lainlet-shell-common`:
 //!
-//! * [`etcd`] — the etcd client (gRPC, etcd-client) the common etcd driver uses,
+//! * [`etcd`] — the etcd v3 client (gRPC, etcd-client) the common etcd driver uses,
+//! * [`etcd_v2`] — hyper's HTTP client under the common v2 keys API client,
 //! * [`grpc`] — the original's gRPC API on `-grpc.addr` (tonic), over the same engine,
 //! * [`http`] — one hyper HTTP/1.1 connection per socket, and the engine's answers as hyper
 //!   responses,
@@ -16,6 +17,7 @@
 //! 255 with neither `-web` nor `-grpc.addr` (the original's rule).
 
 mod etcd;
+mod etcd_v2;
 mod grpc;
 mod http;
 mod io;
@@ -25,6 +27,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lainlet_shell_common::etcd::Clients;
+use lainlet_shell_common::etcd_v2::V2Client;
 use lainlet_shell_common::service::{self, Accepted, Started};
 use lainlet_shell_common::socket::refuse;
 use lainlet_shell_common::Shared;
@@ -77,18 +81,21 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
     let shared = started.shared;
     tokio::spawn(signals(shared.clone()));
     if !started.endpoints.is_empty() {
-        let client = match etcd::GrpcClient::new(&started.cli) {
+        let v3 = match etcd::GrpcClient::new(&started.cli) {
             Ok(c) => c,
             Err(e) => {
                 error!("{e:#}");
                 return ExitCode::from(2);
             }
         };
+        let cli = &started.cli;
+        let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
+        let v2 = V2Client::new(etcd_v2::Hyper::new(), Tokio, credentials);
         let endpoints = started.endpoints;
         tokio::spawn(lainlet_shell_common::etcd::follow(
             shared.clone(),
             endpoints,
-            client,
+            Clients { v2, v3 },
             Tokio,
         ));
     }

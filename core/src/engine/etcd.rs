@@ -1,11 +1,15 @@
-//! The engine's side of following etcd: the connection policy ([`EtcdSync`]) and what the
-//! engine tells about the connection. The engine is the one owner of the applied revision:
-//! the policy resumes watches from it, and progress notifications advance it.
+//! The engine's side of following etcd: the connection policy ([`EtcdSync`]), the store it
+//! reads ([`crate::etcd::store`]), and what the engine tells about the connection. The engine
+//! is the one owner of the applied revision: the policy resumes watches from it, and progress
+//! notifications advance it.
 
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use crate::etcd::{EtcdStep, EtcdSync, Jitter, WatchOutcome, WatchResponse};
+use crate::etcd::{
+    choose_store, EtcdApi, EtcdStep, EtcdSync, Jitter, NoStore, Probe, Store, StoreChoice,
+    WatchOutcome, WatchResponse,
+};
 
 /// The state of the etcd connection (`/healthz`, `/debug`, `/metrics`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,12 +60,42 @@ pub(super) struct EtcdLink {
     pub(super) etcd_revision: i64,
     /// The endpoint of the last [`EtcdStep::Connect`] (an index into the shell's list).
     pub(super) endpoint: Option<usize>,
+    /// Why the store read was chosen (`--etcd-api`, or the detection rule's reason).
+    pub(super) store_reason: Option<String>,
+    /// Times auto-detection switched to the other store.
+    pub(super) store_switches: u64,
+    /// Watches that started behind etcd's history (v3 compaction, v2 error 401) and forced a
+    /// new snapshot.
+    pub(super) history_lost: u64,
+    /// Watch events about keys not under `/lain/` (ignored).
+    pub(super) foreign_events: u64,
+    /// History losses since the last event applied (a storm of them backs off).
+    lost_in_a_row: u32,
+}
+
+/// History losses in a row (each followed by a fresh snapshot and no event) after which the
+/// next one counts as a failure, i.e. is retried after a back-off.
+const LOST_IN_A_ROW: u32 = 3;
+
+/// What [`Engine::handle_store_probe`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreDecision {
+    /// The store read from now on, whether that is settled, and why.
+    pub choice: StoreChoice,
+    /// The store read until now, when that changes (its state was served until the new
+    /// store's snapshot, which is applied as a diff).
+    pub switched_from: Option<Store>,
 }
 
 impl EtcdLink {
     pub(super) fn new(config: &super::EngineConfig) -> EtcdLink {
         EtcdLink {
-            sync: EtcdSync::new(config.etcd_endpoints, config.backoff),
+            sync: EtcdSync::new(
+                config.etcd_endpoints,
+                config.backoff,
+                config.etcd_api,
+                config.store_reprobe,
+            ),
             jitter: Jitter::new(config.seed),
             status: EtcdStatus::Disconnected {
                 reason: "not connected yet".to_owned(),
@@ -69,6 +103,14 @@ impl EtcdLink {
             disconnects: 0,
             etcd_revision: 0,
             endpoint: None,
+            store_reason: match config.etcd_api {
+                EtcdApi::Auto => None,
+                EtcdApi::Only(store) => Some(format!("--etcd-api {store}")),
+            },
+            store_switches: 0,
+            history_lost: 0,
+            foreign_events: 0,
+            lost_in_a_row: 0,
         }
     }
 
@@ -79,20 +121,73 @@ impl EtcdLink {
     pub(super) fn handle_demo(&mut self) {
         self.status = EtcdStatus::Demo;
     }
+
+    /// What `--etcd-api` asked for.
+    pub(super) fn api_name(&self) -> &'static str {
+        self.sync.api().name()
+    }
 }
 
 impl Engine {
     /// What to do next for etcd (see [`EtcdStep`]). While a watch is being read, ask again
     /// only after it ended.
     pub fn poll_etcd(&mut self, now: Instant) -> EtcdStep {
-        let step = self
-            .etcd
-            .sync
-            .next_step(now, self.mirror.applied_revision());
-        if let EtcdStep::Connect { endpoint } = step {
+        let step =
+            self.etcd
+                .sync
+                .next_step(now, self.mirror.applied_revision(), self.etcd.etcd_revision);
+        if let EtcdStep::Connect { endpoint, .. } = step {
             self.etcd.endpoint = Some(endpoint);
         }
         step
+    }
+
+    /// Takes the answers to [`EtcdStep::Probe`] into account: what each store said about keys
+    /// under `/lain/` ([`Probe`]). Returns the decision (to log), or why no store can be read
+    /// (then report [`Engine::handle_etcd_failure`]). A switch to the other store reads its
+    /// snapshot next, applied as a diff of values (the two stores' revisions are unrelated).
+    pub fn handle_store_probe(
+        &mut self,
+        now: Instant,
+        v2: &Probe,
+        v3: &Probe,
+    ) -> Result<StoreDecision, NoStore> {
+        let choice = match self.etcd.sync.api() {
+            EtcdApi::Only(store) => StoreChoice {
+                store,
+                settled: true,
+                reason: format!("--etcd-api {store}"),
+            },
+            EtcdApi::Auto => choose_store(v2, v3)?,
+        };
+        let before = self.etcd.sync.store().map(|(store, _)| store);
+        let switched = self.etcd.sync.handle_store_choice(now, &choice);
+        let switched_from = before.filter(|_| switched);
+        if switched {
+            self.etcd.store_switches += 1;
+            self.etcd.etcd_revision = 0;
+            self.mirror.handle_store_switch();
+            self.history.clear();
+        }
+        self.etcd.store_reason = Some(choice.reason.clone());
+        Ok(StoreDecision {
+            choice,
+            switched_from,
+        })
+    }
+
+    /// The store read (`None` until auto-detection chose one), and why.
+    pub fn etcd_store(&self) -> Option<(Store, &str)> {
+        let (store, _) = self.etcd.sync.store()?;
+        Some((store, self.etcd.store_reason.as_deref().unwrap_or_default()))
+    }
+
+    /// The store whose state is served: none in demo mode.
+    pub(super) fn served_store(&self) -> Option<Store> {
+        match self.etcd.status {
+            EtcdStatus::Demo => None,
+            _ => self.etcd_store().map(|(store, _)| store),
+        }
     }
 
     /// The connection asked for by [`EtcdStep::Connect`] is up.
@@ -103,15 +198,30 @@ impl Engine {
     /// Takes one message of the watch asked for by [`EtcdStep::Watch`] into account.
     ///
     /// Revisions: a message with events advances the applied revision to its last event's
-    /// (converted or not); a progress notification (no events, not the `created` reply) to its
-    /// header revision. The header of the `created` reply, or of a catch-up batch, may be ahead
-    /// of the events delivered so far, so it is never taken as progress: a watch resumed from
-    /// it could skip events.
+    /// (converted or not); a progress notification (no events, not the `created` reply, not a
+    /// `last` message) to its header revision. The header of the `created` reply, or of a
+    /// catch-up batch, may be ahead of the events delivered so far, so it is never taken as
+    /// progress: a watch resumed from it could skip events. Events about keys outside
+    /// `/lain/` are ignored and counted.
     pub fn handle_watch_response(&mut self, now: Instant, response: WatchResponse) -> WatchOutcome {
-        self.etcd.etcd_revision = self.etcd.etcd_revision.max(response.header_revision);
+        let newest = response
+            .header_revision
+            .max(response.last_event_revision.unwrap_or(0));
+        self.etcd.etcd_revision = self.etcd.etcd_revision.max(newest);
         let start_revision = self.mirror.applied_revision().map_or(0, |r| r + 1);
         if response.compact_revision > 0 {
+            self.etcd.history_lost += 1;
+            self.etcd.lost_in_a_row += 1;
             self.etcd.sync.handle_compacted();
+            if self.etcd.lost_in_a_row > LOST_IN_A_ROW {
+                return WatchOutcome::Canceled {
+                    reason: format!(
+                        "etcd's history was lost {} times in a row, each time right after a \
+                         fresh snapshot (revision {start_revision}, oldest kept {})",
+                        self.etcd.lost_in_a_row, response.compact_revision
+                    ),
+                };
+            }
             return WatchOutcome::Compacted {
                 start_revision,
                 compact_revision: response.compact_revision,
@@ -127,14 +237,24 @@ impl Engine {
             self.etcd.status = EtcdStatus::Watching;
             return WatchOutcome::Created { start_revision };
         }
-        let progress = response
-            .last_event_revision
-            .unwrap_or(response.header_revision);
+        let progress = match (response.last_event_revision, response.last) {
+            (Some(revision), _) => revision,
+            (None, false) => response.header_revision,
+            (None, true) => 0,
+        };
+        if response.last_event_revision.is_some() {
+            self.etcd.lost_in_a_row = 0;
+        }
+        let foreign = response.foreign_keys().count();
+        self.etcd.foreign_events += foreign as u64;
         self.handle_events(now, response.events);
         if progress > 0 {
             self.mirror.advance_to(progress);
         }
-        WatchOutcome::Applied
+        match response.last {
+            true => WatchOutcome::Ended,
+            false => WatchOutcome::Applied,
+        }
     }
 
     /// The connection, the snapshot read or the watch failed: the served state stays, the
@@ -161,27 +281,69 @@ mod tests {
     use crate::input::{KeyValue, Snapshot, WatchEvent};
     use crate::{EngineConfig, EtcdStep};
 
-    fn engine_at(revision: i64) -> Engine {
-        let mut e = Engine::new(EngineConfig::default());
+    const V3: Store = Store::V3;
+
+    fn config(api: EtcdApi) -> EngineConfig {
+        EngineConfig {
+            etcd_api: api,
+            ..EngineConfig::default()
+        }
+    }
+
+    fn kv(key: &str, value: &str, mod_revision: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+            mod_revision,
+        }
+    }
+
+    fn engine_with(store: Store, revision: i64, kvs: Vec<KeyValue>) -> Engine {
+        let mut e = Engine::new(config(EtcdApi::Only(store)));
         let now = Instant::now();
-        assert_eq!(e.poll_etcd(now), EtcdStep::Connect { endpoint: 0 });
+        let connect = EtcdStep::Connect {
+            endpoint: 0,
+            store: Some(store),
+        };
+        assert_eq!(e.poll_etcd(now), connect);
         e.handle_etcd_connected(now);
-        assert_eq!(e.poll_etcd(now), EtcdStep::ReadSnapshot);
-        e.handle_snapshot(
-            now,
-            Snapshot {
-                revision,
-                kvs: vec![],
-            },
-        );
+        assert_eq!(e.poll_etcd(now), EtcdStep::ReadSnapshot { store });
+        e.handle_snapshot(now, Snapshot { revision, kvs });
         e
+    }
+
+    fn engine_at(revision: i64) -> Engine {
+        engine_with(V3, revision, vec![])
+    }
+
+    fn watch(store: Store, start_revision: i64, in_history: bool) -> EtcdStep {
+        EtcdStep::Watch {
+            store,
+            start_revision,
+            in_history,
+            until: None,
+        }
+    }
+
+    fn get(e: &mut Engine, path: &str) -> String {
+        let ctx = crate::RequestContext {
+            peer: std::net::IpAddr::from([127, 0, 0, 1]),
+            now: Instant::now(),
+            wall: std::time::SystemTime::now(),
+            connections: 1,
+        };
+        let request = crate::Request::new(crate::Method::Get, path);
+        match e.handle_request(&request, &ctx) {
+            crate::Reply::Response(r) => String::from_utf8_lossy(&r.body).into_owned(),
+            _ => panic!("not a plain response"),
+        }
     }
 
     #[test]
     fn watch_messages_advance_by_their_events_and_progress_by_the_header() {
         let now = Instant::now();
         let mut e = engine_at(10);
-        assert_eq!(e.poll_etcd(now), EtcdStep::Watch { start_revision: 11 });
+        assert_eq!(e.poll_etcd(now), watch(V3, 11, false));
         let created = WatchResponse {
             created: true,
             header_revision: 30,
@@ -197,11 +359,7 @@ mod tests {
             "the created header is not progress"
         );
         assert_eq!(e.etcd_status(), &EtcdStatus::Watching);
-        let put = WatchEvent::Put(KeyValue {
-            key: "/lain/config/x".into(),
-            value: b"1".to_vec(),
-            mod_revision: 12,
-        });
+        let put = WatchEvent::Put(kv("/lain/config/x", "1", 12));
         let batch = WatchResponse {
             header_revision: 30,
             events: vec![put],
@@ -235,7 +393,8 @@ mod tests {
                 compact_revision: 40
             }
         );
-        assert_eq!(e.poll_etcd(now), EtcdStep::ReadSnapshot);
+        assert_eq!(e.etcd.history_lost, 1);
+        assert_eq!(e.poll_etcd(now), EtcdStep::ReadSnapshot { store: V3 });
         let canceled = WatchResponse {
             canceled: true,
             cancel_reason: "no".into(),
@@ -247,6 +406,216 @@ mod tests {
                 reason: "no".into()
             }
         );
+    }
+
+    #[test]
+    fn a_v2_answer_from_history_ends_the_watch_and_the_next_one_starts_in_history() {
+        let now = Instant::now();
+        let mut e = engine_with(Store::V2, 10, vec![]);
+        assert_eq!(e.poll_etcd(now), watch(Store::V2, 11, false));
+        let head = WatchResponse {
+            created: true,
+            header_revision: 27,
+            ..WatchResponse::default()
+        };
+        e.handle_watch_response(now, head);
+        let hit = WatchResponse {
+            header_revision: 27,
+            events: vec![WatchEvent::Put(kv("/lain/config/vip", "1.2.3.4", 12))],
+            last_event_revision: Some(12),
+            last: true,
+            ..WatchResponse::default()
+        };
+        assert_eq!(e.handle_watch_response(now, hit), WatchOutcome::Ended);
+        assert_eq!(e.applied_revision(), Some(12));
+        assert_eq!(
+            e.poll_etcd(now),
+            watch(Store::V2, 13, true),
+            "etcd is at 27"
+        );
+        let ended = WatchResponse {
+            header_revision: 27,
+            last: true,
+            ..WatchResponse::default()
+        };
+        assert_eq!(e.handle_watch_response(now, ended), WatchOutcome::Ended);
+        assert_eq!(e.applied_revision(), Some(12), "an end is no progress");
+    }
+
+    #[test]
+    fn a_v2_directory_delete_removes_the_keys_below_it_only() {
+        let now = Instant::now();
+        let kvs = lainlet_fixtures::original()
+            .kvs
+            .into_iter()
+            .map(|k| kv(&k.key, &String::from_utf8(k.value).unwrap(), 5))
+            .collect();
+        let mut e = engine_with(Store::V2, 9, kvs);
+        let apps = get(&mut e, "/v2/appswatcher");
+        assert!(
+            apps.contains("\"hello\"") && apps.contains("hello-service"),
+            "{apps}"
+        );
+        let delete = WatchResponse {
+            events: vec![WatchEvent::DeleteDir {
+                key: "/lain/deployd/pod_groups/hello".into(),
+                mod_revision: 10,
+            }],
+            last_event_revision: Some(10),
+            ..WatchResponse::default()
+        };
+        e.handle_watch_response(now, delete);
+        let apps = get(&mut e, "/v2/appswatcher");
+        assert!(!apps.contains("\"hello\""), "{apps}");
+        assert!(
+            apps.contains("hello-service"),
+            "a sibling with the same start stays: {apps}"
+        );
+        assert!(apps.contains("redis"), "{apps}");
+    }
+
+    #[test]
+    fn events_outside_the_prefix_are_counted_and_change_nothing() {
+        let now = Instant::now();
+        let mut e = engine_with(Store::V2, 9, vec![kv("/lain/config/vip", "a", 3)]);
+        let foreign = WatchResponse {
+            events: vec![
+                WatchEvent::Put(kv("/other/key", "x", 10)),
+                WatchEvent::Delete {
+                    key: "/lainx/config/vip".into(),
+                    mod_revision: 11,
+                },
+            ],
+            last_event_revision: Some(11),
+            ..WatchResponse::default()
+        };
+        assert_eq!(e.handle_watch_response(now, foreign), WatchOutcome::Applied);
+        assert_eq!(e.etcd.foreign_events, 2);
+        assert_eq!(get(&mut e, "/v2/configwatcher"), r#"{"vip":"a"}"#);
+        assert_eq!(e.applied_revision(), Some(11));
+    }
+
+    #[test]
+    fn auto_detection_probes_and_a_switch_diffs_values_not_revisions() {
+        let now = Instant::now();
+        let mut e = Engine::new(config(EtcdApi::Auto));
+        assert!(matches!(
+            e.poll_etcd(now),
+            EtcdStep::Connect { store: None, .. }
+        ));
+        e.handle_etcd_connected(now);
+        assert_eq!(e.poll_etcd(now), EtcdStep::Probe);
+        assert!(e.etcd_store().is_none());
+        let d = e
+            .handle_store_probe(now, &Probe::Empty, &Probe::Empty)
+            .unwrap();
+        assert_eq!(
+            (d.choice.store, d.choice.settled, d.switched_from),
+            (Store::V2, false, None)
+        );
+        assert_eq!(
+            e.poll_etcd(now),
+            EtcdStep::ReadSnapshot { store: Store::V2 }
+        );
+        // The v2 store: vip at index 7.
+        e.handle_snapshot(
+            now,
+            Snapshot {
+                revision: 7,
+                kvs: vec![kv("/lain/config/vip", "a", 7)],
+            },
+        );
+        let later = now + Duration::from_secs(11);
+        assert_eq!(
+            e.poll_etcd(later),
+            EtcdStep::Probe,
+            "provisional: asked again"
+        );
+        let d = e
+            .handle_store_probe(later, &Probe::Empty, &Probe::Keys)
+            .unwrap();
+        assert_eq!((d.choice.store, d.switched_from), (V3, Some(Store::V2)));
+        assert_eq!(e.etcd_store().map(|(s, _)| s), Some(V3));
+        assert_eq!(e.poll_etcd(later), EtcdStep::ReadSnapshot { store: V3 });
+        // v3 has another vip at revision 7 (same number, other store): it must be applied.
+        e.handle_snapshot(
+            later,
+            Snapshot {
+                revision: 3,
+                kvs: vec![kv("/lain/config/vip", "b", 7)],
+            },
+        );
+        assert_eq!(get(&mut e, "/v2/configwatcher"), r#"{"vip":"b"}"#);
+        assert_eq!(e.applied_revision(), Some(3));
+        assert_eq!(
+            e.poll_etcd(later),
+            watch(V3, 4, false),
+            "settled, counted from v3"
+        );
+        assert_eq!(e.etcd.store_switches, 1);
+    }
+
+    #[test]
+    fn a_storm_of_history_losses_backs_off_instead_of_re_reading_at_once() {
+        let now = Instant::now();
+        let mut e = engine_with(Store::V2, 10, vec![]);
+        let cleared = || WatchResponse {
+            canceled: true,
+            compact_revision: 900,
+            header_revision: 1900,
+            ..WatchResponse::default()
+        };
+        for _ in 0..LOST_IN_A_ROW {
+            assert!(matches!(
+                e.handle_watch_response(now, cleared()),
+                WatchOutcome::Compacted { .. }
+            ));
+            assert_eq!(
+                e.poll_etcd(now),
+                EtcdStep::ReadSnapshot { store: Store::V2 }
+            );
+            e.handle_snapshot(
+                now,
+                Snapshot {
+                    revision: 10,
+                    kvs: vec![],
+                },
+            );
+        }
+        let outcome = e.handle_watch_response(now, cleared());
+        assert!(
+            matches!(&outcome, WatchOutcome::Canceled { reason } if reason.contains("in a row")),
+            "{outcome:?}"
+        );
+        e.handle_etcd_failure(now, "storm".into());
+        assert!(
+            matches!(e.poll_etcd(now), EtcdStep::Wait { .. }),
+            "backs off"
+        );
+        let event = WatchResponse {
+            events: vec![WatchEvent::Put(kv("/lain/config/vip", "x", 11))],
+            last_event_revision: Some(11),
+            ..WatchResponse::default()
+        };
+        e.handle_watch_response(now, event);
+        assert!(
+            matches!(
+                e.handle_watch_response(now, cleared()),
+                WatchOutcome::Compacted { .. }
+            ),
+            "an event resets the count"
+        );
+    }
+
+    #[test]
+    fn no_store_to_read_is_an_error_for_the_failure_path() {
+        let now = Instant::now();
+        let mut e = Engine::new(config(EtcdApi::Auto));
+        e.poll_etcd(now);
+        e.handle_etcd_connected(now);
+        let off = Probe::Unavailable("404".into());
+        assert!(e.handle_store_probe(now, &off, &off).is_err());
+        assert!(e.etcd_store().is_none());
     }
 
     #[test]
@@ -263,7 +632,11 @@ mod tests {
         let delay = e.handle_etcd_failure(now, "gone".into());
         assert_eq!(e.etcd_status().reason(), Some("gone"));
         assert!(matches!(e.poll_etcd(now), EtcdStep::Wait { .. }));
-        assert_eq!(e.poll_etcd(now + delay), EtcdStep::Connect { endpoint: 0 });
+        let connect = EtcdStep::Connect {
+            endpoint: 0,
+            store: Some(V3),
+        };
+        assert_eq!(e.poll_etcd(now + delay), connect);
         e.handle_etcd_failure(now + delay, "still gone".into());
         assert_eq!(e.etcd.disconnects, 1, "one outage");
         assert_eq!(e.applied_revision(), Some(10), "the served state stays");

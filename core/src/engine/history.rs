@@ -88,6 +88,13 @@ impl History {
         self.horizon.get_or_insert(revision);
     }
 
+    /// Forgets everything (the store read changed: the revisions that follow are counted by
+    /// the other store); known again from the next [`History::start`].
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.horizon = None;
+    }
+
     /// A batch of `changes` brought the state to `revision` at `now`.
     pub fn record(&mut self, now: Instant, revision: i64, changes: &[Change]) {
         if self.horizon.is_none() {

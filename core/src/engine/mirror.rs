@@ -1,5 +1,6 @@
 //! The raw mirror of etcd: which keys exist at which revision, which values failed to decode,
-//! and the rules that keep the decoded state consistent with etcd (rules 1–3 and 7 in the crate docs).
+//! and the rules that keep the decoded state consistent with etcd (rules 1–3 and 7 in the crate
+//! docs). A v2 directory delete removes every key below the directory (path-segment aware).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -91,6 +92,9 @@ pub struct Mirror {
     last_events: BTreeMap<Family, (LastEvent, Instant)>,
     /// Total number of values that failed to decode.
     decode_failures_total: u64,
+    /// The next snapshot comes from the other store: compare values, not revisions (the two
+    /// stores count revisions independently).
+    compare_values: bool,
 }
 
 /// What the mirror reports about itself (`/metrics`).
@@ -255,6 +259,9 @@ impl Mirror {
                 WatchEvent::Delete { key, mod_revision } => {
                     self.delete(now, state, &key, mod_revision, changes)
                 }
+                WatchEvent::DeleteDir { key, mod_revision } => {
+                    self.delete_dir(now, state, &key, mod_revision, changes)
+                }
             }
         }
         self.applied_revision = Some(newest);
@@ -286,16 +293,52 @@ impl Mirror {
         }
         let mut kvs = snapshot.kvs;
         kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        let compare_values = std::mem::take(&mut self.compare_values);
         for kv in kvs {
-            let unchanged = self
-                .entries
-                .get(&kv.key)
-                .is_some_and(|e| e.mod_revision == kv.mod_revision);
+            let unchanged = match self.entries.get_mut(&kv.key) {
+                Some(e) if compare_values && e.fingerprint == fingerprint(&kv.value) => {
+                    e.mod_revision = kv.mod_revision;
+                    true
+                }
+                Some(e) => !compare_values && e.mod_revision == kv.mod_revision,
+                None => false,
+            };
             if !unchanged {
                 self.put(now, state, kv, changes);
             }
         }
         self.applied_revision = Some(snapshot.revision);
+    }
+
+    /// Applies the delete of directory `dir` (v2) at `now`: every key below it, path-segment
+    /// aware (`/lain/a` covers `/lain/a/x`, never `/lain/ab/x`).
+    pub fn delete_dir(
+        &mut self,
+        now: Instant,
+        state: &mut ClusterState,
+        dir: &str,
+        revision: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let below = format!("{}/", dir.trim_end_matches('/'));
+        let mut keys: Vec<String> = self
+            .entries
+            .keys()
+            .chain(self.failures.keys())
+            .filter(|k| k.starts_with(&below))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            self.delete(now, state, &key, revision, changes);
+        }
+    }
+
+    /// The store read changes: the next snapshot is compared by value (an identical value
+    /// changes nothing), since its revisions are counted by the other store.
+    pub fn handle_store_switch(&mut self) {
+        self.compare_values = true;
     }
 
     fn record(

@@ -19,7 +19,7 @@ mod version;
 mod views;
 
 pub use diff::apply as apply_patch;
-pub use etcd::EtcdStatus;
+pub use etcd::{EtcdStatus, StoreDecision};
 pub use history::HistoryWindow;
 pub use mirror::{Action, Change, DecodeFailure};
 pub use subscribers::{DeliveryStats, Update};
@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use crate::auth::{host_of, strip_port, Authorizer};
 use crate::error::ApiError;
-use crate::etcd::BackoffPolicy;
+use crate::etcd::{BackoffPolicy, EtcdApi};
 use crate::input::{Snapshot, WatchEvent};
 use crate::json::to_bytes;
 use crate::request::{Delivery, Method, Query, Request, Route, StreamOptions};
@@ -69,6 +69,10 @@ pub struct EngineConfig {
     pub etcd_endpoints: usize,
     /// Retry timing after etcd failures.
     pub backoff: BackoffPolicy,
+    /// Which etcd store to read (`--etcd-api`; auto-detected by default).
+    pub etcd_api: EtcdApi,
+    /// How often a provisional store choice is checked again (auto-detection).
+    pub store_reprobe: std::time::Duration,
     /// Seeds the back-off jitter (any value; a shell passes something random).
     pub seed: u64,
     /// How much change history is kept for resuming watches.
@@ -91,6 +95,8 @@ impl Default for EngineConfig {
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
             etcd_endpoints: 1,
             backoff: BackoffPolicy::default(),
+            etcd_api: EtcdApi::Auto,
+            store_reprobe: std::time::Duration::from_secs(10),
             seed: 1,
             history: HistoryWindow::default(),
             started: None,
@@ -161,8 +167,9 @@ impl Engine {
         self.counters.snapshots += 1;
         if first {
             self.counters.ready_at = Some(now);
-            self.history.start(self.applied_revision().unwrap_or(0));
         }
+        // Known from the first snapshot on, or again after a switch of store cleared it.
+        self.history.start(self.applied_revision().unwrap_or(0));
         self.after_changes(now, &changes);
     }
 

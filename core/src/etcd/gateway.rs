@@ -7,6 +7,7 @@
 //! POST /v3/kv/range   range_request()          → parse_range(answer)          → Snapshot
 //! POST /v3/watch      watch_request(start)     → each line: parse_watch_line  → WatchResponse
 //! POST /v3/kv/range   probe_request()          (a small serializable read: is etcd alive?)
+//! POST /v3/kv/range   keys_probe_request()     → parse_keys_probe(status, answer) → Probe
 //! POST /v3/auth/authenticate  auth_request()   → parse_token(answer)
 //! ```
 
@@ -14,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{CodecError, WatchResponse, PREFIX};
+use super::{CodecError, Probe, WatchResponse, PREFIX};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 /// The end of the `/lain/` prefix range (`/lain/` with its last byte incremented).
@@ -33,6 +34,34 @@ pub fn probe_request() -> Vec<u8> {
             "keys_only": true, "limit": "1", "serializable": true })
     .to_string()
     .into_bytes()
+}
+
+/// The store probe (auto-detection): a linearizable one-key, keys-only range of `/lain/`.
+pub fn keys_probe_request() -> Vec<u8> {
+    json!({ "key": B64.encode(PREFIX), "range_end": B64.encode(RANGE_END),
+            "keys_only": true, "limit": "1" })
+    .to_string()
+    .into_bytes()
+}
+
+/// What a [`keys_probe_request`] answer with HTTP `status` says about the v3 store: a `404`
+/// is an etcd without this gateway (etcd 2.x, or 3.2 and older with `/v3alpha`).
+pub fn parse_keys_probe(status: u16, answer: &[u8]) -> Probe {
+    match (status, parse(answer)) {
+        (200, Ok(v))
+            if int(&v["count"]) > 0 || v["kvs"].as_array().is_some_and(|k| !k.is_empty()) =>
+        {
+            Probe::Keys
+        }
+        (200, Ok(v)) if v["header"].is_object() => Probe::Empty,
+        (200, _) => Probe::Failed("an unexpected answer to /v3/kv/range".to_owned()),
+        (404, _) => Probe::Unavailable("POST /v3/kv/range answers HTTP 404".to_owned()),
+        (status, Ok(v)) => Probe::Failed(format!(
+            "HTTP {status}: {}",
+            v["message"].as_str().unwrap_or("?")
+        )),
+        (status, Err(_)) => Probe::Failed(format!("HTTP {status}")),
+    }
 }
 
 /// The body of `POST /v3/watch` creating one prefix watch of `/lain/` from `start_revision`,
@@ -118,6 +147,7 @@ pub fn parse_watch_line(line: &[u8]) -> Result<WatchResponse, CodecError> {
         header_revision: int(&result["header"]["revision"]),
         last_event_revision: raw_events.last().map(|e| int(&e["kv"]["mod_revision"])),
         events,
+        last: false,
     })
 }
 
@@ -194,6 +224,41 @@ mod tests {
             parse_watch_line(b"<html>"),
             Err(CodecError::Json(_))
         ));
+    }
+
+    /// The body of a recorded HTTP answer (`recorded/*.http`, Content-Length framed).
+    fn recorded_body(raw: &[u8]) -> (u16, &[u8]) {
+        let text = std::str::from_utf8(raw).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let at = text.find("\r\n\r\n").unwrap() + 4;
+        (status, &raw[at..])
+    }
+
+    #[test]
+    fn the_keys_probe_tells_keys_from_empty_from_no_gateway_on_recorded_answers() {
+        let (status, body) = recorded_body(include_bytes!("recorded/v3_probe_keys.http"));
+        assert_eq!(parse_keys_probe(status, body), Probe::Keys);
+        let (status, body) = recorded_body(include_bytes!("recorded/v3_probe_empty.http"));
+        assert_eq!(parse_keys_probe(status, body), Probe::Empty);
+        // etcd 3.4's answer to an unknown gateway path, as etcd 2.x answers /v3/kv/range.
+        let (status, body) = recorded_body(include_bytes!("recorded/probe_v2_not_served.http"));
+        assert!(matches!(
+            parse_keys_probe(status, body),
+            Probe::Unavailable(_)
+        ));
+        assert!(matches!(
+            parse_keys_probe(503, b"<html>busy</html>"),
+            Probe::Failed(_)
+        ));
+        assert!(matches!(
+            parse_keys_probe(200, b"{\"kvs\":"),
+            Probe::Failed(_)
+        ));
+        let request: serde_json::Value = serde_json::from_slice(&keys_probe_request()).unwrap();
+        assert!(
+            request.get("serializable").is_none(),
+            "linearizable: {request}"
+        );
     }
 
     #[test]

@@ -1,12 +1,17 @@
-//! Following etcd: the connection policy ([`EtcdSync`]: which endpoint, when to read a
-//! snapshot, from which revision to watch, how long to back off) and the watch messages a shell
-//! hands in ([`WatchResponse`]). The [`crate::Engine`] owns the policy, so the revision it
-//! serves is the one it resumes from; a shell asks [`crate::Engine::poll_etcd`] what to do and
-//! reports what happened (see the crate docs for the loop).
+//! Following etcd: the connection policy ([`EtcdSync`]: which endpoint, which store, when to
+//! read a snapshot, from which revision to watch, how long to back off), the choice of the
+//! store ([`store`]) and the watch messages a shell hands in ([`WatchResponse`]). The
+//! [`crate::Engine`] owns the policy, so the revision it serves is the one it resumes from; a
+//! shell asks [`crate::Engine::poll_etcd`] what to do and reports what happened (see the crate
+//! docs for the loop). The protocols as bytes: [`gateway`] (v3's JSON gateway) and [`v2`] (the
+//! v2 keys API).
 
 pub mod gateway;
+pub mod store;
 mod sync;
+pub mod v2;
 
+pub use store::{choose_store, EtcdApi, NoStore, Probe, Store, StoreChoice};
 pub use sync::{BackoffPolicy, EtcdStep, EtcdSync};
 
 use crate::input::WatchEvent;
@@ -28,6 +33,17 @@ pub enum CodecError {
     Etcd(String),
 }
 
+impl WatchResponse {
+    /// The keys of events that cannot concern lainlet (not under [`PREFIX`]): the engine
+    /// ignores and counts them; a shell may log them.
+    pub fn foreign_keys(&self) -> impl Iterator<Item = &str> {
+        self.events
+            .iter()
+            .filter(|e| !e.is_under_prefix())
+            .map(WatchEvent::key)
+    }
+}
+
 /// One message of the etcd watch stream, converted by the shell from its client's type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WatchResponse {
@@ -46,6 +62,10 @@ pub struct WatchResponse {
     /// The `mod_revision` of the last event etcd sent, converted or not (`None` without
     /// events).
     pub last_event_revision: Option<i64>,
+    /// etcd sends nothing more on this watch (v2: an answer from its history carries one
+    /// event; a stream ended): after applying the message, end the watch and start the next
+    /// one from the applied revision.
+    pub last: bool,
 }
 
 /// What a shell does after handing a watch message to [`crate::Engine::handle_watch_response`].
@@ -66,6 +86,9 @@ pub enum WatchOutcome {
         /// The oldest revision etcd still has.
         compact_revision: i64,
     },
+    /// Applied, and etcd sends nothing more on this watch (v2): end it and ask
+    /// [`crate::Engine::poll_etcd`] again (it says from where to watch next); not a failure.
+    Ended,
     /// etcd canceled the watch: end it and report the failure
     /// ([`crate::Engine::handle_etcd_failure`]).
     Canceled {

@@ -1,13 +1,16 @@
-//! The etcd connection policy as a sans-IO state machine: which endpoint to use, when to read a
-//! snapshot, from which revision to watch, and how long to back off after a failure.
+//! The etcd connection policy as a sans-IO state machine: which endpoint to use, which store
+//! to read (see [`super::store`]), when to read a snapshot, from which revision to watch, and
+//! how long to back off after a failure.
 //!
 //! A broken watch is resumed from the served revision on the next endpoint (etcd keeps the
 //! history, so nothing is lost and nothing is re-read); only a compaction past that revision
-//! forces a new snapshot, which the engine applies as a diff. The revision itself is not kept
-//! here: the engine owns it and passes it to [`EtcdSync::next_step`].
+//! (v2: the 1000-event window) forces a new snapshot, which the engine applies as a diff. The
+//! revision itself is not kept here: the engine owns it and passes it to
+//! [`EtcdSync::next_step`].
 
 use std::time::{Duration, Instant};
 
+use super::store::{EtcdApi, Store, StoreChoice};
 #[cfg(doc)]
 use super::Jitter;
 
@@ -52,14 +55,33 @@ pub enum EtcdStep {
     Connect {
         /// Index into the endpoint list.
         endpoint: usize,
+        /// The store whose API to connect to; `None`: both (they are to be probed). With
+        /// both, the connection is up if one of them is (a failed one is probed as failed).
+        store: Option<Store>,
     },
-    /// Read every key under `/lain/` and hand it to [`crate::Engine::handle_snapshot`].
-    ReadSnapshot,
-    /// Watch `/lain/` (prefix) from `start_revision`; hand each message to
+    /// Ask both stores whether they hold keys under `/lain/` (one cheap read each) and hand
+    /// the answers to [`crate::Engine::handle_store_probe`].
+    Probe,
+    /// Read every key under `/lain/` of `store` and hand it to
+    /// [`crate::Engine::handle_snapshot`].
+    ReadSnapshot {
+        /// The store to read.
+        store: Store,
+    },
+    /// Watch `/lain/` (prefix) of `store` from `start_revision`; hand each message to
     /// [`crate::Engine::handle_watch_response`].
     Watch {
+        /// The store to watch.
+        store: Store,
         /// The first revision to receive.
         start_revision: i64,
+        /// etcd already reported a revision at or past `start_revision`: the watch starts in
+        /// its history (v2 then answers one event at a time; see
+        /// [`crate::v2::watch_path`]).
+        in_history: bool,
+        /// End the watch at this time, if it still runs, and ask again (the store choice is
+        /// provisional and is checked again then).
+        until: Option<Instant>,
     },
 }
 
@@ -80,11 +102,19 @@ pub struct EtcdSync {
     policy: BackoffPolicy,
     retry_at: Option<Instant>,
     need_snapshot: bool,
+    api: EtcdApi,
+    /// The store read and whether that is settled; `None` until the first probe (auto).
+    chosen: Option<(Store, bool)>,
+    /// How long a provisional choice stands before both stores are asked again.
+    reprobe: Duration,
+    /// When a provisional choice is checked again.
+    reprobe_at: Option<Instant>,
 }
 
 impl EtcdSync {
-    /// A policy over `endpoints` endpoints (at least one).
-    pub fn new(endpoints: usize, policy: BackoffPolicy) -> Self {
+    /// A policy over `endpoints` endpoints (at least one), reading the store `api` says
+    /// (auto: probed, and a provisional choice probed again every `reprobe`).
+    pub fn new(endpoints: usize, policy: BackoffPolicy, api: EtcdApi, reprobe: Duration) -> Self {
         EtcdSync {
             endpoints: endpoints.max(1),
             current: 0,
@@ -93,28 +123,83 @@ impl EtcdSync {
             policy,
             retry_at: None,
             need_snapshot: true,
+            api,
+            chosen: match api {
+                EtcdApi::Auto => None,
+                EtcdApi::Only(store) => Some((store, true)),
+            },
+            reprobe,
+            reprobe_at: None,
         }
     }
 
+    /// The store read now, if chosen, and whether that choice is settled.
+    pub fn store(&self) -> Option<(Store, bool)> {
+        self.chosen
+    }
+
+    /// What `--etcd-api` asked for.
+    pub fn api(&self) -> EtcdApi {
+        self.api
+    }
+
     /// The next step, given the revision the served state reflects (`None` before the first
-    /// snapshot). While watching, the shell is busy reading the watch and need not ask.
-    pub fn next_step(&mut self, now: Instant, applied: Option<i64>) -> EtcdStep {
+    /// snapshot) and the newest revision etcd has reported (0 if none). While watching, the
+    /// shell is busy reading the watch and need not ask.
+    pub fn next_step(
+        &mut self,
+        now: Instant,
+        applied: Option<i64>,
+        etcd_revision: i64,
+    ) -> EtcdStep {
         if let Some(until) = self.retry_at {
             if now < until {
                 return EtcdStep::Wait { until };
             }
             self.retry_at = None;
         }
-        match (self.phase, applied) {
-            (Phase::Disconnected, _) => EtcdStep::Connect {
+        if self.phase == Phase::Disconnected {
+            return EtcdStep::Connect {
                 endpoint: self.current,
-            },
-            (_, None) => EtcdStep::ReadSnapshot,
-            (_, Some(_)) if self.need_snapshot => EtcdStep::ReadSnapshot,
-            (_, Some(revision)) => EtcdStep::Watch {
-                start_revision: revision + 1,
-            },
+                store: self.chosen.filter(|(_, settled)| *settled).map(|(s, _)| s),
+            };
         }
+        let store = match self.chosen {
+            None => return EtcdStep::Probe,
+            Some(_) if self.reprobe_at.is_some_and(|at| now >= at) => return EtcdStep::Probe,
+            Some((store, _)) => store,
+        };
+        match applied {
+            Some(revision) if !self.need_snapshot => {
+                let start_revision = revision.saturating_add(1);
+                EtcdStep::Watch {
+                    store,
+                    start_revision,
+                    in_history: start_revision <= etcd_revision,
+                    until: self.reprobe_at,
+                }
+            }
+            _ => EtcdStep::ReadSnapshot { store },
+        }
+    }
+
+    /// Both stores were probed and `choice` is what the rule says. Returns whether the store
+    /// read changes (then a snapshot of the new store is read; the old one was served until
+    /// now).
+    pub fn handle_store_choice(&mut self, now: Instant, choice: &StoreChoice) -> bool {
+        let changed = self.chosen.is_some_and(|(store, _)| store != choice.store);
+        if changed {
+            self.need_snapshot = true;
+            if self.phase == Phase::Watching {
+                self.phase = Phase::Connected;
+            }
+        }
+        self.chosen = Some((choice.store, choice.settled));
+        self.reprobe_at = match choice.settled {
+            true => None,
+            false => now.checked_add(self.reprobe),
+        };
+        changed
     }
 
     /// The connection to the current endpoint is up.
@@ -158,59 +243,183 @@ impl EtcdSync {
 mod tests {
     use super::*;
 
+    const V3: Store = Store::V3;
+
+    fn sync(endpoints: usize, api: EtcdApi) -> EtcdSync {
+        EtcdSync::new(
+            endpoints,
+            BackoffPolicy::default(),
+            api,
+            Duration::from_secs(10),
+        )
+    }
+
+    fn watch(store: Store, start_revision: i64, in_history: bool) -> EtcdStep {
+        EtcdStep::Watch {
+            store,
+            start_revision,
+            in_history,
+            until: None,
+        }
+    }
+
+    fn choice(store: Store, settled: bool) -> StoreChoice {
+        StoreChoice {
+            store,
+            settled,
+            reason: String::new(),
+        }
+    }
+
     #[test]
     fn a_fresh_start_connects_reads_a_snapshot_then_watches_from_the_next_revision() {
         let now = Instant::now();
-        let mut s = EtcdSync::new(2, BackoffPolicy::default());
-        assert_eq!(s.next_step(now, None), EtcdStep::Connect { endpoint: 0 });
+        let mut s = sync(2, EtcdApi::Only(V3));
+        let connect = EtcdStep::Connect {
+            endpoint: 0,
+            store: Some(V3),
+        };
+        assert_eq!(s.next_step(now, None, 0), connect);
         s.handle_connected();
-        assert_eq!(s.next_step(now, None), EtcdStep::ReadSnapshot);
+        assert_eq!(
+            s.next_step(now, None, 0),
+            EtcdStep::ReadSnapshot { store: V3 }
+        );
+        s.handle_snapshot();
+        assert_eq!(s.next_step(now, Some(41), 41), watch(V3, 42, false));
+        s.handle_watching();
+    }
+
+    #[test]
+    fn a_watch_from_a_revision_etcd_has_already_reported_starts_in_its_history() {
+        let now = Instant::now();
+        let mut s = sync(1, EtcdApi::Only(Store::V2));
+        s.handle_connected();
+        s.handle_snapshot();
+        assert_eq!(s.next_step(now, Some(41), 50), watch(Store::V2, 42, true));
+        assert_eq!(s.next_step(now, Some(49), 50), watch(Store::V2, 50, true));
+        assert_eq!(s.next_step(now, Some(50), 50), watch(Store::V2, 51, false));
+    }
+
+    #[test]
+    fn auto_connects_both_apis_probes_then_reads_the_chosen_store() {
+        let now = Instant::now();
+        let mut s = sync(1, EtcdApi::Auto);
+        let both = EtcdStep::Connect {
+            endpoint: 0,
+            store: None,
+        };
+        assert_eq!(s.next_step(now, None, 0), both);
+        s.handle_connected();
+        assert_eq!(s.next_step(now, None, 0), EtcdStep::Probe);
+        assert!(!s.handle_store_choice(now, &choice(Store::V2, true)));
+        assert_eq!(
+            s.next_step(now, None, 0),
+            EtcdStep::ReadSnapshot { store: Store::V2 }
+        );
+        s.handle_snapshot();
+        assert_eq!(s.next_step(now, Some(5), 5), watch(Store::V2, 6, false));
+        s.handle_failure(now, 0.0);
+        let later = now + Duration::from_secs(1);
+        let settled = EtcdStep::Connect {
+            endpoint: 0,
+            store: Some(Store::V2),
+        };
+        assert_eq!(
+            s.next_step(later, Some(5), 5),
+            settled,
+            "settled: one API only"
+        );
+        s.handle_connected();
+        assert_eq!(
+            s.next_step(later, Some(5), 5),
+            watch(Store::V2, 6, false),
+            "no new probe"
+        );
+    }
+
+    #[test]
+    fn a_provisional_choice_is_probed_again_and_a_switch_reads_the_other_store() {
+        let now = Instant::now();
+        let mut s = sync(1, EtcdApi::Auto);
+        s.handle_connected();
+        assert_eq!(s.next_step(now, None, 0), EtcdStep::Probe);
+        s.handle_store_choice(now, &choice(Store::V2, false));
+        s.handle_snapshot();
+        let due = now + Duration::from_secs(10);
+        let until = EtcdStep::Watch {
+            store: Store::V2,
+            start_revision: 4,
+            in_history: false,
+            until: Some(due),
+        };
+        assert_eq!(s.next_step(now, Some(3), 3), until);
+        s.handle_watching();
+        assert_eq!(s.next_step(due, Some(3), 3), EtcdStep::Probe);
+        assert!(
+            !s.handle_store_choice(due, &choice(Store::V2, false)),
+            "same store"
+        );
+        assert!(matches!(
+            s.next_step(due, Some(3), 3),
+            EtcdStep::Watch {
+                start_revision: 4,
+                ..
+            }
+        ));
+        let later = due + Duration::from_secs(10);
+        assert_eq!(s.next_step(later, Some(3), 3), EtcdStep::Probe);
+        assert!(s.handle_store_choice(later, &choice(V3, true)), "switched");
+        assert_eq!(
+            s.next_step(later, Some(3), 3),
+            EtcdStep::ReadSnapshot { store: V3 }
+        );
         s.handle_snapshot();
         assert_eq!(
-            s.next_step(now, Some(41)),
-            EtcdStep::Watch { start_revision: 42 }
+            s.next_step(later, Some(1), 1),
+            watch(V3, 2, false),
+            "settled: no until"
         );
-        s.handle_watching();
     }
 
     #[test]
     fn a_broken_watch_resumes_from_the_applied_revision_on_the_next_endpoint_after_backoff() {
         let now = Instant::now();
-        let mut s = EtcdSync::new(3, BackoffPolicy::default());
+        let mut s = sync(3, EtcdApi::Only(V3));
         s.handle_connected();
         s.handle_snapshot();
         s.handle_watching();
         let delay = s.handle_failure(now, 0.0);
         assert_eq!(delay, Duration::from_millis(100));
         assert_eq!(
-            s.next_step(now, Some(12)),
+            s.next_step(now, Some(12), 12),
             EtcdStep::Wait { until: now + delay }
         );
         assert_eq!(
-            s.next_step(now + delay, Some(12)),
-            EtcdStep::Connect { endpoint: 1 }
+            s.next_step(now + delay, Some(12), 12),
+            EtcdStep::Connect {
+                endpoint: 1,
+                store: Some(V3)
+            }
         );
         s.handle_connected();
-        assert_eq!(
-            s.next_step(now + delay, Some(12)),
-            EtcdStep::Watch { start_revision: 13 }
-        );
+        assert_eq!(s.next_step(now + delay, Some(12), 12), watch(V3, 13, false));
     }
 
     #[test]
     fn a_compaction_forces_a_new_snapshot() {
         let now = Instant::now();
-        let mut s = EtcdSync::new(1, BackoffPolicy::default());
+        let mut s = sync(1, EtcdApi::Only(V3));
         s.handle_connected();
         s.handle_snapshot();
         s.handle_watching();
         s.handle_compacted();
-        assert_eq!(s.next_step(now, Some(10)), EtcdStep::ReadSnapshot);
-        s.handle_snapshot();
         assert_eq!(
-            s.next_step(now, Some(90)),
-            EtcdStep::Watch { start_revision: 91 }
+            s.next_step(now, Some(10), 10),
+            EtcdStep::ReadSnapshot { store: V3 }
         );
+        s.handle_snapshot();
+        assert_eq!(s.next_step(now, Some(90), 90), watch(V3, 91, false));
     }
 
     #[test]

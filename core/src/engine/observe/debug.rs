@@ -52,6 +52,13 @@ struct EtcdJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     applied_revision: Option<i64>,
+    /// What `--etcd-api` asked for (`auto`, `v2`, `v3`).
+    api: &'a str,
+    /// The store read (`None` until auto-detection chose one).
+    store: Option<&'a str>,
+    /// Why that store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +108,9 @@ impl Engine {
                 state: self.etcd.status.name(),
                 reason: self.etcd.status.reason(),
                 applied_revision: self.applied_revision(),
+                api: self.etcd.api_name(),
+                store: self.served_store().map(|s| s.name()),
+                store_reason: self.etcd_store().map(|(_, why)| why),
             },
             decode_errors,
             subscribers: self.subs.len(),

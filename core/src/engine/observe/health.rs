@@ -1,5 +1,6 @@
 //! `/healthz`: `503` until the first snapshot is applied, then `200` with `ok`, or `stale` while
-//! etcd is unreachable (the last known state is being served).
+//! etcd is unreachable (the last known state is being served); `store` names the etcd store
+//! read (`v2`, `v3`; absent until auto-detection chose one, and in demo mode).
 
 use serde::Serialize;
 
@@ -16,6 +17,8 @@ impl Engine {
             #[serde(skip_serializing_if = "Option::is_none")]
             reason: Option<&'a str>,
             revision: Option<i64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            store: Option<&'a str>,
         }
         let reason = self.etcd.status.reason();
         let (status, code) = match (self.is_ready(), reason) {
@@ -28,6 +31,7 @@ impl Engine {
             etcd: self.etcd.status.name(),
             reason,
             revision: self.applied_revision(),
+            store: self.served_store().map(|s| s.name()),
         };
         let mut r = Response::text(code, to_bytes(&body));
         r.content_type = "application/json";

@@ -5,6 +5,7 @@ use prometheus::core::Collector;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::engine::{Engine, EtcdStatus};
+use crate::etcd::Store;
 use crate::response::Response;
 use crate::state::Family;
 use crate::views::Endpoint;
@@ -141,6 +142,36 @@ impl Engine {
                 EtcdStatus::NAMES
                     .iter()
                     .map(|s| (label("state", s), i64::from(self.etcd.status.name() == *s))),
+            ),
+            Metric::labelled(
+                "lainlet_etcd_store",
+                Gauge,
+                "The etcd store read (1 for the one in use; all 0 until auto-detection chose).",
+                Store::ALL.iter().map(|s| {
+                    (
+                        label("store", s.name()),
+                        i64::from(self.served_store() == Some(*s)),
+                    )
+                }),
+            ),
+            Metric::one(
+                "lainlet_etcd_store_switches",
+                Counter,
+                "Times auto-detection switched to the other etcd store.",
+                self.etcd.store_switches,
+            ),
+            Metric::one(
+                "lainlet_etcd_history_lost",
+                Counter,
+                "Watches that started behind etcd's history (v3 compaction, v2 error 401) and \
+                 forced a new snapshot.",
+                self.etcd.history_lost,
+            ),
+            Metric::one(
+                "lainlet_etcd_foreign_events",
+                Counter,
+                "Watch events about keys outside /lain/ (ignored).",
+                self.etcd.foreign_events,
             ),
             Metric::one(
                 "lainlet_etcd_disconnects",

@@ -1,0 +1,270 @@
+//! etcd's v2 keys API as an [`EtcdClient`], the same in both shells: the requests and answers
+//! are [`lainlet_core::v2`]'s, the time limits and the liveness check are here, and a shell
+//! lends only an HTTP/1.1 `GET` ([`HttpGet`]: hyper's client in `lainlet`, trillium-client in
+//! `lainlet-smol`).
+//!
+//! * snapshot, probe: one `GET` each, read whole within a time limit;
+//! * watch: one `GET` of [`v2::watch_path`]; a streaming answer is decoded as it comes, one
+//!   that is not (`in_history`: one event from etcd's history) is read whole first, so its
+//!   connection can be reused for the next one;
+//! * liveness: a v2 watch is silent while nothing changes, so after [`PROBE_AFTER`] without a
+//!   byte, a quorum read ([`v2::PROBE_PATH`]) must answer within [`PROBE_TIMEOUT`] or the watch
+//!   counts as broken (a member that stopped, or lost its quorum, while its sockets stay open).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use lainlet_core::v2::{self, Answer, WatchDecoder};
+use lainlet_core::{Probe, Snapshot, WatchResponse};
+
+use crate::etcd::{EtcdClient, EtcdWatch};
+use crate::socket::Runtime;
+use crate::sync::{first, Either};
+
+/// Time limit of a call that should answer promptly (the snapshot, a watch's head).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Silence on a watch after which etcd is probed.
+pub const PROBE_AFTER: Duration = Duration::from_secs(10);
+/// Time etcd has to answer a probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer read whole (a big cluster's snapshot is one answer).
+pub const MAX_ANSWER: usize = 512 << 20;
+
+/// The head of an answer to a `GET`, and its body to read.
+pub struct Head<B> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `X-Etcd-Index` header, if any.
+    pub etcd_index: Option<String>,
+    /// The body, without its transfer encoding.
+    pub body: B,
+}
+
+/// One HTTP/1.1 `GET`, as a shell's HTTP client does it (connections pooled, so a whole
+/// answer leaves its connection for the next request).
+pub trait HttpGet: Clone + Send + Sync + 'static {
+    /// An answer's body.
+    type Body: HttpBody;
+
+    /// Sends `GET url` (with `Authorization: authorization` if given) and returns the head.
+    fn get(
+        &self,
+        url: String,
+        authorization: Option<String>,
+    ) -> impl Future<Output = anyhow::Result<Head<Self::Body>>> + Send;
+}
+
+/// The body of an answer, a piece at a time.
+pub trait HttpBody: Send {
+    /// The next bytes; `Ok(None)` at the end of the body.
+    fn chunk(&mut self) -> impl Future<Output = anyhow::Result<Option<Vec<u8>>>> + Send;
+}
+
+/// The v2 keys API of one endpoint at a time.
+pub struct V2Client<H, R> {
+    http: H,
+    rt: R,
+    authorization: Option<String>,
+    base: Option<String>,
+}
+
+impl<H: HttpGet, R: Runtime> V2Client<H, R> {
+    /// A client over `http`, authenticating with `credentials` (user, password) if given.
+    pub fn new(http: H, rt: R, credentials: Option<(String, String)>) -> V2Client<H, R> {
+        V2Client {
+            http,
+            rt,
+            authorization: credentials.map(|(user, password)| v2::basic_auth(&user, &password)),
+            base: None,
+        }
+    }
+
+    fn endpoint(&self) -> anyhow::Result<Endpoint<H, R>> {
+        let base = self.base.clone().ok_or_else(|| anyhow!("not connected"))?;
+        Ok(Endpoint {
+            http: self.http.clone(),
+            rt: self.rt.clone(),
+            authorization: self.authorization.clone(),
+            base,
+        })
+    }
+}
+
+/// What a watch needs of its client.
+#[derive(Clone)]
+struct Endpoint<H, R> {
+    http: H,
+    rt: R,
+    authorization: Option<String>,
+    base: String,
+}
+
+impl<H: HttpGet, R: Runtime> Endpoint<H, R> {
+    async fn head(&self, path: &str) -> anyhow::Result<Head<H::Body>> {
+        let url = format!("{}{path}", self.base);
+        self.http
+            .get(url, self.authorization.clone())
+            .await
+            .with_context(|| format!("GET {path} at {}", self.base))
+    }
+
+    /// `GET path`, its body read whole, within `limit`.
+    async fn call(
+        &self,
+        path: &str,
+        limit: Duration,
+    ) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
+        let exchange = async {
+            let mut head = self.head(path).await?;
+            let body = read_all(&mut head.body).await?;
+            Ok::<_, anyhow::Error>((head.status, head.etcd_index, body))
+        };
+        match first(exchange, self.rt.sleep(limit)).await {
+            Either::Left(r) => r,
+            Either::Right(()) => bail!("GET {path} at {}: no answer within {limit:?}", self.base),
+        }
+    }
+}
+
+/// A body read to its end (at most [`MAX_ANSWER`] bytes).
+async fn read_all<B: HttpBody>(body: &mut B) -> anyhow::Result<Vec<u8>> {
+    let mut all = Vec::new();
+    while let Some(chunk) = body.chunk().await? {
+        if all.len().saturating_add(chunk.len()) > MAX_ANSWER {
+            bail!("an answer larger than {MAX_ANSWER} bytes");
+        }
+        all.extend_from_slice(&chunk);
+    }
+    Ok(all)
+}
+
+impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
+    type Watch = V2Watch<H, R>;
+
+    async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
+        self.base = None;
+        if !url.starts_with("http://") {
+            bail!("{url}: the v2 keys API is read over plain http (use --etcd-api v3 for TLS)");
+        }
+        self.base = Some(url.trim_end_matches('/').to_owned());
+        Ok(())
+    }
+
+    async fn probe(&mut self) -> Probe {
+        let endpoint = match self.endpoint() {
+            Ok(e) => e,
+            Err(e) => return Probe::Failed(format!("{e:#}")),
+        };
+        match endpoint.call(v2::PROBE_PATH, PROBE_TIMEOUT).await {
+            Ok((status, index, body)) => v2::parse_probe(Answer {
+                status,
+                etcd_index: index.as_deref(),
+                body: &body,
+            }),
+            Err(e) => Probe::Failed(format!("{e:#}")),
+        }
+    }
+
+    async fn read_snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        let (status, index, body) = self
+            .endpoint()?
+            .call(v2::SNAPSHOT_PATH, CALL_TIMEOUT)
+            .await?;
+        let answer = Answer {
+            status,
+            etcd_index: index.as_deref(),
+            body: &body,
+        };
+        Ok(v2::parse_snapshot(answer)?)
+    }
+
+    async fn watch(
+        &mut self,
+        start_revision: i64,
+        in_history: bool,
+    ) -> anyhow::Result<V2Watch<H, R>> {
+        let endpoint = self.endpoint()?;
+        let path = v2::watch_path(start_revision, in_history);
+        let head = match first(endpoint.head(&path), self.rt.sleep(CALL_TIMEOUT)).await {
+            Either::Left(head) => head.context("starting the watch")?,
+            Either::Right(()) => bail!("starting the watch: no answer within {CALL_TIMEOUT:?}"),
+        };
+        let decoder = WatchDecoder::new(head.status, head.etcd_index.as_deref(), !in_history);
+        Ok(V2Watch {
+            endpoint,
+            body: head.body,
+            decoder,
+            whole: in_history || head.status != 200,
+            body_done: false,
+            finished: false,
+            quiet_since: Instant::now(),
+        })
+    }
+}
+
+/// One v2 watch answer.
+pub struct V2Watch<H: HttpGet, R> {
+    endpoint: Endpoint<H, R>,
+    body: H::Body,
+    decoder: WatchDecoder,
+    /// Read the body whole before decoding (an answer that is not a stream).
+    whole: bool,
+    body_done: bool,
+    finished: bool,
+    quiet_since: Instant,
+}
+
+impl<H: HttpGet, R: Runtime> V2Watch<H, R> {
+    /// The next piece of the body, probing etcd while it is silent; `None` at its end.
+    async fn chunk(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        loop {
+            let silence = self.endpoint.rt.sleep_until(self.quiet_since + PROBE_AFTER);
+            match first(self.body.chunk(), silence).await {
+                Either::Left(r) => {
+                    self.quiet_since = Instant::now();
+                    return r.context("watch");
+                }
+                Either::Right(()) => {
+                    self.endpoint
+                        .call(v2::PROBE_PATH, PROBE_TIMEOUT)
+                        .await
+                        .context("etcd does not answer (probe while watching)")?;
+                    self.quiet_since = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
+    async fn next(&mut self) -> anyhow::Result<Option<WatchResponse>> {
+        loop {
+            if self.whole && !self.body_done {
+                let mut total = 0usize;
+                while let Some(bytes) = self.chunk().await? {
+                    total = total.saturating_add(bytes.len());
+                    if total > MAX_ANSWER {
+                        bail!("watch: an answer larger than {MAX_ANSWER} bytes");
+                    }
+                    self.decoder.push(&bytes).context("watch")?;
+                }
+                self.body_done = true;
+            }
+            if let Some(message) = self.decoder.poll() {
+                return Ok(Some(message.context("watch")?));
+            }
+            if self.decoder.is_done() || self.finished {
+                return Ok(None);
+            }
+            if self.body_done {
+                self.finished = true;
+                return Ok(Some(self.decoder.finish().context("watch")?));
+            }
+            match self.chunk().await? {
+                Some(bytes) => self.decoder.push(&bytes).context("watch")?,
+                None => self.body_done = true,
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! etcd's v2 keys API for the smol shell: trillium-client as the `GET` of the common v2
+//! client (`lainlet_shell_common::etcd_v2`, which holds the time limits and the liveness
+//! check; the protocol is `lainlet_core::v2`). etcd answers HTTP/1.1 without
+//! `Connection: keep-alive`, so trillium opens one connection per request.
+
+use std::future::IntoFuture;
+
+use lainlet_core::v2::INDEX_HEADER;
+use lainlet_shell_common::etcd_v2::{Head, HttpBody, HttpGet};
+use smol::io::AsyncReadExt;
+use trillium_client::{Client, Conn};
+
+/// trillium-client on smol.
+#[derive(Clone)]
+pub struct Trillium(Client);
+
+impl Trillium {
+    /// A client with `TCP_NODELAY`.
+    pub fn new() -> Trillium {
+        Trillium(Client::new(
+            trillium_smol::ClientConfig::new().with_nodelay(true),
+        ))
+    }
+}
+
+impl HttpGet for Trillium {
+    type Body = TrilliumBody;
+
+    async fn get(
+        &self,
+        url: String,
+        authorization: Option<String>,
+    ) -> anyhow::Result<Head<TrilliumBody>> {
+        let mut conn = self.0.get(url.as_str());
+        if let Some(value) = authorization {
+            conn = conn.with_request_header("Authorization", value);
+        }
+        let conn = conn.into_future().await?;
+        let etcd_index = conn
+            .response_headers()
+            .get_str(INDEX_HEADER)
+            .map(str::to_owned);
+        Ok(Head {
+            status: conn.status().map_or(0, |s| s as u16),
+            etcd_index,
+            body: TrilliumBody(conn),
+        })
+    }
+}
+
+/// An answer's body, read from its connection.
+pub struct TrilliumBody(Conn);
+
+impl HttpBody for TrilliumBody {
+    async fn chunk(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut body = self.0.response_body().with_max_len(u64::MAX);
+        let n = body.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some(buf))
+    }
+}
