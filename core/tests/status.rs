@@ -5,14 +5,17 @@ mod support;
 
 use std::time::Duration;
 
-use lainlet_core::{Engine, EngineConfig, Method, Reply, Request, Snapshot, WatchResponse};
+use lainlet_core::{
+    Engine, EngineConfig, EtcdApi, Method, Reply, Request, Snapshot, Store, WatchResponse,
+};
 use lainlet_fixtures::{keys, Change};
 use serde_json::Value;
 use support::{golden_config, ip, localhost, parts, Harness};
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// A harness whose engine was started 5 s before its clock, following two etcd endpoints.
+/// A harness whose engine was started 5 s before its clock, following the v3 store of two etcd
+/// endpoints.
 fn harness() -> Harness {
     let mut h = Harness::golden();
     let started = h.now;
@@ -21,6 +24,7 @@ fn harness() -> Harness {
         started: Some(started),
         etcd_urls: vec!["http://10.0.0.1:4001".into(), "http://10.0.0.2:4001".into()],
         etcd_endpoints: 2,
+        etcd_api: EtcdApi::Only(Store::V3),
         ..golden_config()
     };
     h.engine = Engine::new(config);
@@ -98,6 +102,8 @@ fn a_status_stream_sends_its_first_frame_at_once_then_one_every_second() {
     assert_eq!(s["health"], "ok");
     assert_eq!(s["mode"], "etcd");
     assert_eq!(s["etcd"]["state"], "watching");
+    assert_eq!(s["etcd"]["store"], "v3");
+    assert_eq!(s["etcd"]["store_reason"], "--etcd-api v3");
     assert_eq!(s["etcd"]["endpoint"], "http://10.0.0.1:4001");
     assert_eq!(s["etcd"]["applied_revision"], h.store.revision);
     assert_eq!(s["snapshots"], 1);
@@ -207,6 +213,7 @@ fn demo_mode_says_demo_and_names_no_endpoint() {
     assert_eq!(s["mode"], "demo");
     assert_eq!(s["etcd"]["state"], "demo");
     assert_eq!(s["etcd"]["endpoint"], Value::Null);
+    assert_eq!(s["etcd"]["store"], Value::Null);
     assert_eq!(
         s["uptime_ms"], 0,
         "no start time: counted from the first status request"

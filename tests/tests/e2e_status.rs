@@ -49,6 +49,7 @@ conformance_test!(fn the_page_and_its_stream_are_for_local_callers_only(kind) {
     assert_eq!(frame.event, "status");
     let status = frame.json();
     assert_eq!(status["mode"], "etcd");
+    assert_eq!(status["etcd"]["store"], "v3", "the test etcd holds /lain/ in v3");
     assert_eq!(status["etcd"]["endpoint"], format!("http://{}", etcd.endpoint()));
     assert_eq!(status["node_ip"], LOCAL_IP);
     assert_eq!(status["watchers"]["status_pages"], 1);

@@ -97,6 +97,10 @@ struct StatusJson<'a> {
 
 #[derive(Serialize)]
 struct EtcdJson<'a> {
+    /// `v2` or `v3` (`None` in demo mode, or until auto-detection chose).
+    store: Option<&'static str>,
+    /// Why that store (`--etcd-api`, or the detection rule's reason).
+    store_reason: Option<&'a str>,
     state: &'static str,
     reason: Option<&'a str>,
     endpoints: &'a [String],
@@ -209,6 +213,11 @@ impl Engine {
                 .ready_at
                 .map(|at| millis(at.saturating_duration_since(origin.min(at)))),
             etcd: EtcdJson {
+                store: self.served_store().map(|s| s.name()),
+                store_reason: self
+                    .etcd_store()
+                    .map(|(_, why)| why)
+                    .filter(|why| !demo && !why.is_empty()),
                 state: etcd.status.name(),
                 reason: etcd.status.reason(),
                 endpoints: &self.config.etcd_urls,
