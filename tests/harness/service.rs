@@ -21,6 +21,7 @@ use super::cluster::EtcdCluster;
 use super::etcd::EtcdServer;
 use super::http::{HttpClient, HttpResponse};
 use super::sse::SseStream;
+use super::store::Store;
 use super::util::{
     free_addr, kill_and_reap, log_tail, signal_child, wait_child, wait_for, TempDir,
 };
@@ -254,6 +255,12 @@ impl ServiceCommand {
     /// Appends `--etcd <every member's endpoint, comma-separated>` for `cluster`.
     pub fn etcd_cluster(self, cluster: &EtcdCluster) -> ServiceCommand {
         self.args(["--etcd".to_owned(), cluster.endpoints()])
+    }
+
+    /// Appends `--etcd-api <store>` (`v2` or `v3`): the service reads that store without
+    /// detecting (leave it out to test the detection, `--etcd-api auto`).
+    pub fn etcd_api(self, store: Store) -> ServiceCommand {
+        self.args(["--etcd-api", store.name()])
     }
 
     /// Sets an environment variable for the process (the rest is inherited;

@@ -204,6 +204,31 @@ impl<'a> StoreWriter<'a> {
         )
     }
 
+    /// Like [`StoreWriter::put`], but an error instead of a panic (to write while etcd may
+    /// be down).
+    pub fn try_put(&self, key: &str, value: impl AsRef<[u8]>) -> io::Result<i64> {
+        match self.store {
+            Store::V3 => kv::put(self.api, key, value.as_ref()),
+            Store::V2 => v2::put(self.api, key, value.as_ref(), None),
+        }
+    }
+
+    /// Watchers registered in this store, from etcd's `/metrics`: v3
+    /// `etcd_debugging_mvcc_watcher_total` (one per watched range), v2
+    /// `etcd_debugging_store_watchers` (one per open v2 watch request).
+    pub fn watchers(&self) -> u64 {
+        let name = match self.store {
+            Store::V3 => "etcd_debugging_mvcc_watcher_total",
+            Store::V2 => "etcd_debugging_store_watchers",
+        };
+        let page = self.ok("metrics", "", self.api.send("GET", "/metrics", &[], b""));
+        page.text()
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} not in etcd's /metrics")) as u64
+    }
+
     /// The store's current revision: v3 header revision, v2 `X-Etcd-Index`.
     pub fn current_revision(&self) -> i64 {
         self.ok(

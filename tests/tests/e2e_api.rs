@@ -1,7 +1,9 @@
-//! End to end, plain HTTP: a real etcd holding the original's fixture set, the real service
-//! binary, and every recorded request of `fixtures/data/golden/INDEX.tsv` answered with the
-//! original's status, content type and body; plus the service's own endpoints, HEAD, the 404
-//! texts, the exact watch head, the command line and the connection limit.
+//! End to end, plain HTTP: a real etcd holding the original's fixture set — in its v3 store and
+//! in its v2 keys store, each test once per store and binary (`store_conformance_test!`) — the
+//! real service binary, and every recorded request of `fixtures/data/golden/INDEX.tsv` answered
+//! with the original's status, content type and body; plus the service's own endpoints, HEAD,
+//! the 404 texts, the exact watch head, the command line (the original's, unchanged, detecting
+//! the store) and the connection limit.
 
 mod common;
 
@@ -39,9 +41,9 @@ fn normalise(path: &str, mut v: Value) -> Value {
     v
 }
 
-conformance_test!(fn every_golden_request_gets_the_originals_answer(kind) {
-    let etcd = etcd_with_original();
-    let svc = start(kind, &etcd);
+store_conformance_test!(fn every_golden_request_gets_the_originals_answer(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = start_in(kind, &etcd, store);
     let index = std::fs::read_to_string(golden_dir().join("INDEX.tsv")).unwrap();
     let mut checked = 0;
     for line in index.lines() {
@@ -85,10 +87,10 @@ conformance_test!(fn every_golden_request_gets_the_originals_answer(kind) {
     );
 });
 
-conformance_test!(fn own_endpoints_head_and_not_found(kind) {
-    let etcd = etcd_with_original();
-    let svc = start(kind, &etcd);
-    let revision = etcd.current_revision();
+store_conformance_test!(fn own_endpoints_head_and_not_found(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = start_in(kind, &etcd, store);
+    let revision = etcd.with_store(store).current_revision();
     wait_revision(&svc, revision);
 
     let health = svc.get("/healthz");
@@ -96,6 +98,10 @@ conformance_test!(fn own_endpoints_head_and_not_found(kind) {
     assert_eq!(health.json()["status"], "ok");
     assert_eq!(health.json()["etcd"], "watching");
     assert_eq!(health.json()["revision"], revision);
+    assert_eq!(health.json()["store"], store.name());
+    let other = if store == Store::V2 { "v3" } else { "v2" };
+    assert_eq!(metric(&svc, &format!("lainlet_etcd_store{{store=\"{store}\"}}")), Some(1.0));
+    assert_eq!(metric(&svc, &format!("lainlet_etcd_store{{store=\"{other}\"}}")), Some(0.0));
 
     assert_eq!(metric(&svc, "lainlet_ready"), Some(1.0));
     assert_eq!(metric(&svc, "lainlet_etcd_watch_state{state=\"watching\"}"), Some(1.0));
@@ -109,6 +115,8 @@ conformance_test!(fn own_endpoints_head_and_not_found(kind) {
     assert!(debug["connections"].as_u64().unwrap() >= 1, "{debug}");
     assert_eq!(debug["etcd"]["state"], "watching", "{debug}");
     assert_eq!(debug["etcd"]["applied_revision"], revision, "{debug}");
+    assert_eq!(debug["etcd"]["store"], store.name(), "{debug}");
+    assert_eq!(debug["etcd"]["api"], store.name(), "--etcd-api: {debug}");
     for family in ["config", "container", "depends", "nodes", "podgroup"] {
         assert!(debug["watchers"][family]["TotalKeys"].as_u64().unwrap() > 0, "{family}");
     }
@@ -147,9 +155,9 @@ conformance_test!(fn own_endpoints_head_and_not_found(kind) {
     assert_eq!(delete.status, 404);
 });
 
-conformance_test!(fn a_watch_gets_the_exact_head_even_after_keep_alive_requests(kind) {
-    let etcd = etcd_with_original();
-    let svc = start(kind, &etcd);
+store_conformance_test!(fn a_watch_gets_the_exact_head_even_after_keep_alive_requests(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = start_in(kind, &etcd, store);
     let mut fresh = svc.watch("/v2/configwatcher?target=vip&watch=1");
     assert_eq!(fresh.raw_head(), SSE_HEAD);
     let init = fresh.next_frame(5 * SEC).expect("init");
@@ -208,8 +216,9 @@ conformance_test!(fn a_watch_gets_the_exact_head_even_after_keep_alive_requests(
     }
 });
 
-conformance_test!(fn the_original_command_line_starts_it(kind) {
-    let etcd = etcd_with_original();
+// No --etcd-api: the original's command line finds the data in whichever store holds it.
+store_conformance_test!(fn the_original_command_line_starts_it(kind, store) {
+    let etcd = etcd_with_original_in(store);
     let port = free_port();
     // The playbook's -grpc.addr too where it is served (lainlet-smol refuses it, see
     // e2e_grpc_startup.rs).
@@ -236,6 +245,8 @@ conformance_test!(fn the_original_command_line_starts_it(kind) {
     if grpc.is_some() {
         assert!(svc.log().contains("gRPC listening on "), "serves -grpc.addr");
     }
+    assert_eq!(svc.get("/healthz").json()["store"], store.name(), "detected");
+    assert!(svc.log().contains(&format!("etcd store: reading {store}")), "logs the store");
     assert!(svc.log().contains("request"), "-debug logs requests");
     svc.kill();
 
@@ -299,9 +310,9 @@ conformance_test!(fn demo_mode_serves_built_in_data(kind) {
     );
 });
 
-conformance_test!(fn connections_beyond_the_limit_get_503(kind) {
-    let etcd = etcd_with_original();
-    let svc = command(kind, &etcd).args(["--max-connections", "3"]).start().unwrap();
+store_conformance_test!(fn connections_beyond_the_limit_get_503(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = command_in(kind, &etcd, store).args(["--max-connections", "3"]).start().unwrap();
     let mut watches: Vec<SseStream> = (0..3).map(|_| svc.watch("/v2/nodes?watch=1")).collect();
     for w in &mut watches {
         assert_eq!(w.next_frame(5 * SEC).expect("init").event, "init");

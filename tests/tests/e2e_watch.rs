@@ -1,6 +1,7 @@
 //! End to end, watch streams: the recorded scenario against the original's transcripts, the
 //! last frame equal to a fresh GET, undecodable values, one etcd watch for many clients,
-//! clients that write on their watch, graceful shutdown, and what idle watches cost.
+//! clients that write on their watch, graceful shutdown, and what idle watches cost. Each test
+//! that reads etcd runs against its v3 store and its v2 keys store (`store_conformance_test!`).
 
 mod common;
 
@@ -24,16 +25,16 @@ fn golden_frames(file: &str) -> Vec<(u64, String, Option<String>)> {
         .collect()
 }
 
-fn apply(etcd: &EtcdServer, change: &Change) -> i64 {
+fn apply(w: &StoreWriter, change: &Change) -> i64 {
     match change {
-        Change::Put { key, value } => etcd.put(key, value),
-        Change::Delete { key } => etcd.delete(key),
+        Change::Put { key, value } => w.put(key, value),
+        Change::Delete { key } => w.delete(key),
     }
 }
 
-conformance_test!(fn the_recorded_scenario_streams_the_originals_frames(kind) {
-    let mut etcd = etcd_with_original();
-    let svc = start(kind, &etcd);
+store_conformance_test!(fn the_recorded_scenario_streams_the_originals_frames(kind, store) {
+    let mut etcd = etcd_with_original_in(store);
+    let svc = start_in(kind, &etcd, store);
     // (golden transcript, request, frames written before the watch break)
     let cases = [
         ("watch_proxy_hello.txt", "/v2/proxywatcher?appname=hello&watch=1&heartbeat=4", 3),
@@ -43,7 +44,10 @@ conformance_test!(fn the_recorded_scenario_streams_the_originals_frames(kind) {
     let mut streams: Vec<SseStream> = cases.iter().map(|(_, path, _)| svc.watch(path)).collect();
     for step in watch_scenario() {
         match step {
-            ScenarioStep::Store(change) => wait_revision(&svc, apply(&etcd, &change)),
+            ScenarioStep::Store(change) => {
+                let revision = apply(&etcd.with_store(store), &change);
+                wait_revision(&svc, revision)
+            }
             // The original's watch broke; ours does when etcd restarts, and resumes.
             ScenarioStep::WatchBreak => etcd.restart().expect("restart etcd"),
         }
@@ -71,9 +75,10 @@ conformance_test!(fn the_recorded_scenario_streams_the_originals_frames(kind) {
     assert!(streams[2].wait_closed(5 * SEC), "closed after the error frame");
 });
 
-conformance_test!(fn the_last_frame_equals_a_fresh_get_and_bad_values_are_isolated(kind) {
-    let etcd = etcd_with_original();
-    let svc = start(kind, &etcd);
+store_conformance_test!(fn the_last_frame_equals_a_fresh_get_and_bad_values_are_isolated(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = start_in(kind, &etcd, store);
+    let etcd = etcd.with_store(store);
     let path = "/v2/coreinfowatcher?appname=hello";
     let mut watch = svc.watch(&format!("{path}&watch=1"));
     let init = expect_frame(&mut watch, "init", 5 * SEC, |f| f.event == "init");
@@ -125,11 +130,12 @@ conformance_test!(fn the_last_frame_equals_a_fresh_get_and_bad_values_are_isolat
     assert!(watch.collect_for(Duration::from_millis(300)).iter().all(Frame::is_heartbeat));
 });
 
-conformance_test!(fn one_etcd_watch_serves_many_clients(kind) {
-    let etcd = etcd_with_original();
-    assert_eq!(etcd.watcher_count(), 0);
-    let svc = start(kind, &etcd);
-    assert!(wait_until(5 * SEC, || etcd.watcher_count() == 1), "the service watches once");
+store_conformance_test!(fn one_etcd_watch_serves_many_clients(kind, store) {
+    let server = etcd_with_original_in(store);
+    let etcd = server.with_store(store);
+    assert_eq!(etcd.watchers(), 0);
+    let svc = start_in(kind, &server, store);
+    assert!(wait_until(5 * SEC, || etcd.watchers() == 1), "the service watches once");
     let paths = [
         "/v2/configwatcher?watch=1",
         "/v2/coreinfowatcher?watch=1",
@@ -145,14 +151,17 @@ conformance_test!(fn one_etcd_watch_serves_many_clients(kind) {
     for w in watches.iter_mut().step_by(paths.len()) {
         expect_frame(w, "the config update", 5 * SEC, |f| f.event == "update");
     }
-    assert_eq!(etcd.watcher_count(), 1, "still one etcd watcher for 50 clients");
-    assert_eq!(etcd.watch_stream_count(), 1);
+    assert_eq!(etcd.watchers(), 1, "still one etcd watcher for 50 clients");
+    if store == Store::V3 {
+        assert_eq!(server.watch_stream_count(), 1); // v2: a watcher is its own stream
+    }
     assert_eq!(metric(&svc, "lainlet_subscribers{endpoint=\"/v2/nodes\"}"), Some(10.0));
 });
 
-conformance_test!(fn bytes_from_a_watch_client_do_not_hurt(kind) {
-    let etcd = etcd_with_original();
-    let svc = start(kind, &etcd);
+store_conformance_test!(fn bytes_from_a_watch_client_do_not_hurt(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = start_in(kind, &etcd, store);
+    let etcd = etcd.with_store(store);
     let mut noisy = svc.watch("/v2/configwatcher?target=vip&watch=1");
     let mut quiet = svc.watch("/v2/configwatcher?target=vip&watch=1");
     noisy.next_frame(5 * SEC).expect("init");
@@ -170,9 +179,9 @@ conformance_test!(fn bytes_from_a_watch_client_do_not_hurt(kind) {
     assert!(!noisy.is_closed() && !quiet.is_closed());
 });
 
-conformance_test!(fn sigterm_ends_watch_streams_and_exits_0(kind) {
-    let etcd = etcd_with_original();
-    let mut svc = start(kind, &etcd);
+store_conformance_test!(fn sigterm_ends_watch_streams_and_exits_0(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let mut svc = start_in(kind, &etcd, store);
     let mut watches: Vec<SseStream> = ["/v2/nodes?watch=1", "/v2/configwatcher?watch=1&heartbeat=1"]
         .iter()
         .map(|p| svc.watch(p))
@@ -192,11 +201,12 @@ conformance_test!(fn sigterm_ends_watch_streams_and_exits_0(kind) {
     assert_eq!(status.code(), Some(0), "{}", svc.log());
 });
 
-conformance_test!(fn a_client_that_does_not_read_stalls_nobody_and_gets_the_newest_state(kind) {
-    let etcd = EtcdServer::new().expect("start etcd");
+store_conformance_test!(fn a_client_that_does_not_read_stalls_nobody_and_gets_the_newest_state(kind, store) {
+    let server = EtcdServer::new().expect("start etcd");
+    let etcd = server.with_store(store);
     let demo = lainlet_fixtures::demo();
     etcd.load(demo.kvs.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())));
-    let svc = start(kind, &etcd);
+    let svc = start_in(kind, &server, store);
     // ~200 KB per frame; this client reads nothing until the end.
     let big = "/v2/coreinfowatcher";
     let mut slow = svc.watch(&format!("{big}?watch=1"));

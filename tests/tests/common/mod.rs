@@ -38,6 +38,31 @@ pub fn etcd_with_original() -> EtcdServer {
     etcd
 }
 
+/// A fresh etcd holding `lainlet_fixtures::original()` in `store` (v2: written through the
+/// keys API, one PUT per key; v3: batched transactions).
+pub fn etcd_with_original_in(store: Store) -> EtcdServer {
+    let etcd = EtcdServer::new().expect("start etcd");
+    let dump = lainlet_fixtures::original();
+    etcd.with_store(store).load(
+        dump.kvs
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_slice())),
+    );
+    etcd
+}
+
+/// The service reading `store` (`--etcd-api`), otherwise as [`start`], ready.
+pub fn start_in(kind: ServiceKind, etcd: &EtcdServer, store: Store) -> Service {
+    command_in(kind, etcd, store)
+        .start()
+        .expect("start the service")
+}
+
+/// The launcher [`start_in`] uses, for adding arguments.
+pub fn command_in(kind: ServiceKind, etcd: &EtcdServer, store: Store) -> ServiceCommand {
+    command(kind, etcd).etcd_api(store)
+}
+
 /// The service with `--web <free> --etcd <etcd> --ip 192.168.77.21 --hostname node1`, ready.
 pub fn start(kind: ServiceKind, etcd: &EtcdServer) -> Service {
     command(kind, etcd).start().expect("start the service")
@@ -90,6 +115,20 @@ pub fn etcd_config(etcd: &EtcdServer) -> Value {
     serde_json::to_value(map).unwrap()
 }
 
+/// `store`'s `/lain/config/` keys as `/v2/configwatcher` shows them.
+pub fn etcd_config_in(etcd: &EtcdServer, store: Store) -> Value {
+    let map: BTreeMap<String, Value> = etcd
+        .with_store(store)
+        .get_prefix("/lain/config/")
+        .into_iter()
+        .map(|(k, v, _)| {
+            let key = k["/lain/config/".len()..].to_owned();
+            (key, Value::String(String::from_utf8_lossy(&v).into_owned()))
+        })
+        .collect();
+    serde_json::to_value(map).unwrap()
+}
+
 /// A Prometheus sample from the service's `/metrics` (`name` with its labels, e.g.
 /// `lainlet_etcd_watch_state{state="watching"}`).
 pub fn metric(svc: &Service, name: &str) -> Option<f64> {
@@ -108,6 +147,12 @@ pub fn put_retrying(etcd: &EtcdServer, key: &str, value: &str) -> i64 {
         let answer = etcd.gateway("/v3/kv/put", &body).ok()?;
         answer["header"]["revision"].as_str()?.parse::<i64>().ok()
     });
+    revision.unwrap_or_else(|| panic!("put {key}: etcd unavailable for 30 s"))
+}
+
+/// A put into `store` that tolerates etcd being down: retries for up to 30 s; the revision.
+pub fn put_retrying_in(etcd: &EtcdServer, store: Store, key: &str, value: &str) -> i64 {
+    let revision = wait_for(30 * SEC, || etcd.with_store(store).try_put(key, value).ok());
     revision.unwrap_or_else(|| panic!("put {key}: etcd unavailable for 30 s"))
 }
 
