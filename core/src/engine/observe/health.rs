@@ -9,6 +9,16 @@ use crate::json::to_bytes;
 use crate::response::Response;
 
 impl Engine {
+    /// `starting` (status 503) until the first snapshot, then `stale` while etcd is unreachable
+    /// or `ok` (200): what `/healthz` and the status page say.
+    pub(in crate::engine) fn health_status(&self) -> (&'static str, u16) {
+        match (self.is_ready(), self.etcd.status.reason()) {
+            (false, _) => ("starting", 503),
+            (true, Some(_)) => ("stale", 200),
+            (true, None) => ("ok", 200),
+        }
+    }
+
     pub(in crate::engine) fn healthz(&self) -> Response {
         #[derive(Serialize)]
         struct Health<'a> {
@@ -21,11 +31,7 @@ impl Engine {
             store: Option<&'a str>,
         }
         let reason = self.etcd.status.reason();
-        let (status, code) = match (self.is_ready(), reason) {
-            (false, _) => ("starting", 503),
-            (true, Some(_)) => ("stale", 200),
-            (true, None) => ("ok", 200),
-        };
+        let (status, code) = self.health_status();
         let body = Health {
             status,
             etcd: self.etcd.status.name(),

@@ -161,11 +161,7 @@ impl Engine {
         let applied = self.applied_revision();
         let etcd = &self.etcd;
         let demo = etcd.status == EtcdStatus::Demo;
-        let health = match (self.is_ready(), etcd.status.reason()) {
-            (false, _) => "starting",
-            (true, Some(_)) => "stale",
-            (true, None) => "ok",
-        };
+        let (health, _) = self.health_status();
         let mut failures = self.mirror.failures();
         let decode_failures: Vec<FailureJson> = failures
             .by_ref()
