@@ -57,7 +57,8 @@ pub trait HttpGet: Clone + Send + Sync + 'static {
 
 /// The body of an answer, a piece at a time.
 pub trait HttpBody: Send {
-    /// The next bytes; `Ok(None)` at the end of the body.
+    /// The next bytes; `Ok(None)` at the end of the body. Dropping the future before it is
+    /// ready must lose nothing (it is polled once to see what is ready).
     fn chunk(&mut self) -> impl Future<Output = anyhow::Result<Option<Vec<u8>>>> + Send;
 }
 
@@ -265,6 +266,33 @@ impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
                 Some(bytes) => self.decoder.push(&bytes).context("watch")?,
                 None => self.body_done = true,
             }
+            // A backlog: take what the body already holds, decoded as one batch.
+            for _ in 0..READY_CHUNKS {
+                if self.body_done {
+                    break;
+                }
+                match ready_now(self.body.chunk()) {
+                    Some(Ok(Some(bytes))) => self.decoder.push(&bytes).context("watch")?,
+                    Some(Ok(None)) => self.body_done = true,
+                    Some(Err(e)) => return Err(e.context("watch")),
+                    None => break,
+                }
+            }
         }
+    }
+}
+
+/// Chunks taken without waiting after one that was waited for (etcd sends one event per
+/// chunk, so this bounds a batch read from a backlog).
+const READY_CHUNKS: usize = 256;
+
+/// `f`'s output if it is ready at the first poll. The body futures here may be dropped when
+/// pending: nothing is consumed then.
+fn ready_now<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }

@@ -30,6 +30,8 @@ mod stream;
 
 pub use stream::WatchDecoder;
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::Value;
@@ -246,30 +248,72 @@ fn leaves(node: &Value, out: &mut Vec<KeyValue>) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// One watch event (`{"action":…,"node":…,"prevNode":…}`) as a [`WatchEvent`] and its index;
+/// One line of a watch answer as etcd writes it: an event, or (from a proxy) an error object.
+/// Only the fields lainlet uses are decoded (`prevNode` is skipped).
+#[derive(serde::Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow, default)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    node: Option<RawNode<'a>>,
+    #[serde(rename = "errorCode", default)]
+    error_code: Option<i64>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawNode<'a> {
+    #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    value: Option<Cow<'a, str>>,
+    #[serde(default)]
+    dir: bool,
+    #[serde(rename = "modifiedIndex", default)]
+    modified_index: Option<i64>,
+}
+
+/// One watch line (`{"action":…,"node":…,"prevNode":…}`) as a [`WatchEvent`] and its index;
 /// `None` for events that change no key (a directory created or its TTL updated).
-pub(crate) fn event(v: &Value) -> Result<(Option<WatchEvent>, i64), CodecError> {
-    let node = v
-        .get("node")
+pub(crate) fn event(line: &[u8]) -> Result<(Option<WatchEvent>, i64), CodecError> {
+    let raw: RawLine<'_> = serde_json::from_slice(line)
+        .map_err(|e| CodecError::Json(format!("a v2 watch line that is not an event ({e})")))?;
+    if let Some(code) = raw.error_code {
+        let message = raw.message.unwrap_or_default();
+        return Err(CodecError::Etcd(format!(
+            "error {code} in a watch: {message}"
+        )));
+    }
+    let node = raw
+        .node
         .ok_or(CodecError::Shape("a v2 event without a node"))?;
-    let key = node_key(node)?.to_owned();
-    let index = modified_index(node)?;
-    let dir = is_dir(node);
-    let action = v["action"]
-        .as_str()
+    let key = node
+        .key
+        .ok_or(CodecError::Shape("a v2 node without a key"))?
+        .into_owned();
+    let index = node
+        .modified_index
+        .filter(|i| *i > 0)
+        .ok_or(CodecError::Shape("a v2 node without a modifiedIndex"))?;
+    let action = raw
+        .action
         .ok_or(CodecError::Shape("a v2 event without an action"))?;
-    let event = match action {
-        "set" | "create" | "update" | "compareAndSwap" if dir => None,
+    let value = || {
+        node.value
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec()
+    };
+    let event = match action.as_ref() {
+        "set" | "create" | "update" | "compareAndSwap" if node.dir => None,
         "set" | "create" | "update" | "compareAndSwap" => Some(WatchEvent::Put(KeyValue {
+            value: value(),
             key,
-            value: node["value"]
-                .as_str()
-                .unwrap_or_default()
-                .as_bytes()
-                .to_vec(),
             mod_revision: index,
         })),
-        "delete" | "expire" | "compareAndDelete" if dir => Some(WatchEvent::DeleteDir {
+        "delete" | "expire" | "compareAndDelete" if node.dir => Some(WatchEvent::DeleteDir {
             key: key.trim_end_matches('/').to_owned(),
             mod_revision: index,
         }),

@@ -13,6 +13,10 @@
 use super::{event, Answer, EtcdError, EVENT_INDEX_CLEARED, MAX_LINE};
 use crate::etcd::{CodecError, WatchResponse};
 
+/// Most events in one message: a backlog is applied in batches of this size (one view update
+/// each), a live stream one event at a time as it comes.
+pub const MAX_BATCH: usize = 512;
+
 /// Decodes one answer to a [`super::watch_path`] request.
 #[derive(Debug)]
 pub struct WatchDecoder {
@@ -20,13 +24,16 @@ pub struct WatchDecoder {
     /// `X-Etcd-Index`: the store index when etcd created the watch (0 if absent).
     header_index: i64,
     stream: bool,
-    /// Body bytes not yet framed into lines.
+    /// Body bytes; `buf[start..]` are not decoded yet.
     buf: Vec<u8>,
+    start: usize,
     /// How far `buf` has been searched for a newline.
     scanned: usize,
     head_sent: bool,
     /// Events (lines) decoded from this answer.
     events: u64,
+    /// A line that failed after good ones in the same batch: the next message.
+    failed: Option<CodecError>,
     /// etcd sends nothing more on this answer, or it failed: no more messages.
     done: bool,
 }
@@ -40,9 +47,11 @@ impl WatchDecoder {
             header_index: super::index(etcd_index).unwrap_or(0),
             stream,
             buf: Vec::new(),
+            start: 0,
             scanned: 0,
             head_sent: false,
             events: 0,
+            failed: None,
             done: false,
         }
     }
@@ -62,19 +71,30 @@ impl WatchDecoder {
     /// beyond 1 MiB).
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
         let limit = if self.is_error() { 1 << 20 } else { MAX_LINE };
-        if self.buf.len().saturating_add(bytes.len()) > limit.saturating_add(1) {
+        let undecoded = self.buf.len() - self.start;
+        if undecoded.saturating_add(bytes.len()) > limit.saturating_add(1) {
             self.done = true;
             return Err(CodecError::Shape(
                 "a v2 watch answer with a line longer than the limit",
             ));
         }
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.scanned = 0;
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
         Ok(())
     }
 
-    /// The next message: first the head (`created`, for a `200`), then one per event line.
-    /// `None` when more body is needed (or after the last message).
+    /// The next message: first the head (`created`, for a `200`), then the events of every
+    /// complete line (at most [`MAX_BATCH`] in one message). `None` when more body is needed
+    /// (or after the last message).
     pub fn poll(&mut self) -> Option<Result<WatchResponse, CodecError>> {
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
         if self.done || self.is_error() {
             return None;
         }
@@ -86,22 +106,72 @@ impl WatchDecoder {
                 ..WatchResponse::default()
             }));
         }
-        loop {
-            let end = self.buf[self.scanned..].iter().position(|&b| b == b'\n');
-            let Some(end) = end.map(|i| self.scanned + i) else {
-                self.scanned = self.buf.len();
-                return None;
+        let mut batch: Option<WatchResponse> = None;
+        let mut lines = 0;
+        while lines < MAX_BATCH {
+            let Some(line) = self.next_line() else {
+                break;
             };
-            let line: Vec<u8> = self.buf.drain(..=end).collect();
-            self.scanned = 0;
+            let line = &self.buf[line];
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let message = self.line(&line);
-            if message.as_ref().map_or(true, |m| m.last) {
+            lines += 1;
+            let (event, index) = match event(line) {
+                Ok(e) => e,
+                Err(e) if batch.is_some() => {
+                    self.failed = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            // The first event of an answer at or below its X-Etcd-Index came from etcd's
+            // history: etcd sends that one only. Without stream=true, every answer is one
+            // event.
+            let last = !self.stream || (self.events == 0 && index <= self.header_index);
+            self.events += 1;
+            let m = batch.get_or_insert_with(|| WatchResponse {
+                header_revision: self.header_index,
+                ..WatchResponse::default()
+            });
+            m.events.extend(event);
+            m.last_event_revision = Some(index);
+            if last {
+                m.last = true;
                 self.done = true;
+                break;
             }
-            return Some(message);
+        }
+        self.compact();
+        batch.map(Ok)
+    }
+
+    /// The next complete line (without its newline) as a range of `buf`.
+    fn next_line(&mut self) -> Option<std::ops::Range<usize>> {
+        let from = self.scanned.max(self.start);
+        match self.buf[from..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let line = self.start..from + i;
+                self.start = from + i + 1;
+                self.scanned = self.start;
+                Some(line)
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// Drops decoded bytes once they are a good part of the buffer.
+    fn compact(&mut self) {
+        if self.start > 0 && (self.start == self.buf.len() || self.start >= 64 << 10) {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
         }
     }
 
@@ -111,11 +181,15 @@ impl WatchDecoder {
     /// that ends without an event, or in the middle of one, is broken).
     pub fn finish(&mut self) -> Result<WatchResponse, CodecError> {
         self.done = true;
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let rest = &self.buf[self.start..];
         if self.is_error() {
             let answer = Answer {
                 status: self.status,
                 etcd_index: None,
-                body: &self.buf,
+                body: rest,
             };
             let error = EtcdError::parse(answer)?;
             if error.code != Some(EVENT_INDEX_CLEARED) {
@@ -130,10 +204,10 @@ impl WatchDecoder {
                 ..WatchResponse::default()
             });
         }
-        if !self.buf.iter().all(u8::is_ascii_whitespace) {
+        if !rest.iter().all(u8::is_ascii_whitespace) {
             return Err(CodecError::Json(format!(
                 "the v2 watch answer ended in the middle of an event ({} bytes)",
-                self.buf.len()
+                rest.len()
             )));
         }
         if self.events == 0 {
@@ -144,31 +218,6 @@ impl WatchDecoder {
         Ok(WatchResponse {
             header_revision: self.header_index,
             last: true,
-            ..WatchResponse::default()
-        })
-    }
-
-    fn line(&mut self, line: &[u8]) -> Result<WatchResponse, CodecError> {
-        let v: serde_json::Value = serde_json::from_slice(line)
-            .map_err(|e| CodecError::Json(format!("a v2 watch line that is not JSON ({e})")))?;
-        if v.get("errorCode").is_some() {
-            let answer = Answer {
-                status: self.status,
-                etcd_index: None,
-                body: line,
-            };
-            return Err(EtcdError::parse(answer)?.into_codec_error());
-        }
-        let (event, index) = event(&v)?;
-        // The first event of an answer at or below its X-Etcd-Index came from etcd's history:
-        // etcd sends that one only. Without stream=true, every answer is one event.
-        let last = !self.stream || (self.events == 0 && index <= self.header_index);
-        self.events += 1;
-        Ok(WatchResponse {
-            header_revision: self.header_index,
-            last_event_revision: Some(index),
-            events: event.into_iter().collect(),
-            last,
             ..WatchResponse::default()
         })
     }

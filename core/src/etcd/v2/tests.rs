@@ -272,19 +272,34 @@ fn a_live_stream_decodes_every_action_and_directory_event_in_any_framing() {
         ),
         (vec![delete("/lain/config/ttl_key", 27)], 27), // expire
     ];
+    let events: Vec<WatchEvent> = expected.iter().flat_map(|(e, _)| e.clone()).collect();
     for step in [1, 7, 100, usize::MAX] {
         let messages = decode(&r, true, step);
         let head = messages[0].as_ref().unwrap();
         assert!(head.created && head.header_revision == 10 && !head.last);
-        let got: Vec<(Vec<WatchEvent>, i64)> = messages[1..]
-            .iter()
-            .map(|m| {
-                let m = m.as_ref().unwrap();
-                assert!(!m.last, "live events do not end the stream");
-                (m.events.clone(), m.last_event_revision.unwrap())
-            })
-            .collect();
-        assert_eq!(got, expected, "fed {step} bytes at a time");
+        let batches: Vec<&WatchResponse> =
+            messages[1..].iter().map(|m| m.as_ref().unwrap()).collect();
+        assert!(
+            batches.iter().all(|m| !m.last),
+            "live events do not end the stream"
+        );
+        let got: Vec<WatchEvent> = batches.iter().flat_map(|m| m.events.clone()).collect();
+        assert_eq!(got, events, "fed {step} bytes at a time");
+        assert_eq!(batches.last().unwrap().last_event_revision, Some(27));
+        if step == 1 {
+            // Line by line as it comes: one message per event, each with its index.
+            let indexes: Vec<i64> = batches
+                .iter()
+                .map(|m| m.last_event_revision.unwrap())
+                .collect();
+            assert_eq!(
+                indexes,
+                expected.iter().map(|(_, i)| *i).collect::<Vec<_>>()
+            );
+        }
+        if step == usize::MAX {
+            assert_eq!(batches.len(), 1, "a backlog is one batch");
+        }
     }
 }
 
@@ -368,10 +383,7 @@ fn a_truncated_or_foreign_stream_is_an_error_not_a_silent_end() {
     d.push(b"\n").unwrap();
     assert!(matches!(d.poll(), Some(Err(CodecError::Shape(_)))));
     let no_index = br#"{"action":"set","node":{"key":"/lain/config/vip","value":"1"}}"#;
-    assert!(matches!(
-        event(&serde_json::from_slice(no_index).unwrap()),
-        Err(CodecError::Shape(_))
-    ));
+    assert!(matches!(event(no_index), Err(CodecError::Shape(_))));
 }
 
 #[test]
@@ -384,9 +396,37 @@ fn a_stream_that_ends_cleanly_after_events_is_a_last_message() {
         m.unwrap();
         n += 1;
     }
-    assert_eq!(n, 17, "head and 16 events");
+    assert_eq!(n, 2, "the head, and the 16 events in one batch");
     let end = d.finish().unwrap();
     assert!(end.last && end.events.is_empty() && end.last_event_revision.is_none());
+}
+
+#[test]
+fn a_long_backlog_comes_in_bounded_batches_and_a_bad_line_after_good_ones_waits_its_turn() {
+    let line = |i: i64| {
+        format!(
+            r#"{{"action":"set","node":{{"key":"/lain/config/k","value":"{i}","modifiedIndex":{i}}}}}"#
+        )
+    };
+    let mut body = String::new();
+    for i in 11..11 + super::stream::MAX_BATCH as i64 + 3 {
+        body.push_str(&line(i));
+        body.push('\n');
+    }
+    body.push_str("<html>\n");
+    let mut d = WatchDecoder::new(200, Some("10"), true);
+    d.poll();
+    d.push(body.as_bytes()).unwrap();
+    let first = d.poll().unwrap().unwrap();
+    assert_eq!(first.events.len(), super::stream::MAX_BATCH);
+    let second = d.poll().unwrap().unwrap();
+    assert_eq!(second.events.len(), 3, "the good lines before the bad one");
+    assert_eq!(
+        second.last_event_revision,
+        Some(11 + super::stream::MAX_BATCH as i64 + 2)
+    );
+    assert!(matches!(d.poll(), Some(Err(CodecError::Json(_)))));
+    assert!(d.is_done() && d.poll().is_none());
 }
 
 #[test]
