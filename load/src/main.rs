@@ -12,10 +12,16 @@
 //! include etcd's commit); "receipt" is when the client task had the frame; "arrival" (SSE
 //! only) is the kernel's receive timestamp of the bytes (`SO_TIMESTAMPNS`), which leaves out
 //! this tool's own scheduling. Every loop is bounded by a count and a time limit.
+//!
+//! `--etcd-api v2|v3|both` chooses the etcd store written to and read by lainlet (v2: the keys
+//! API, the way deployd writes; `both`: one lainlet phase per store, side by side); `--mode
+//! storm` runs the deploy storm ([`storm`]) instead of the paced series.
 
 mod clients;
 mod procs;
 mod stats;
+mod storm;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, ValueEnum};
-use etcd_client::{Client, KvClient, Txn, TxnOp, WatchClient};
+use etcd_client::{Client, WatchClient};
 use lainlet_fixtures::{
     generated, pod_group_value, web_annotation, ClusterShape, ContainerParams, ContainerSpecParams,
     PodGroupParams, PodParams,
@@ -37,12 +43,10 @@ use tokio::task::JoinHandle;
 use crate::clients::{ClientLog, Clock, Progress, MARKER};
 use crate::procs::{http_get, loopback, metric, Server, TempDir};
 use crate::stats::{ms, show, Delivery, Sent};
+use crate::writer::{Store, Writer};
 
 /// Open files needed besides the watchers (etcd and lainlet connections, logs, slack).
 const FD_SLACK: u64 = 512;
-/// Most puts per preload transaction, and their most bytes (etcd: 128 ops, 1.5 MiB).
-const TXN_OPS: usize = 128;
-const TXN_BYTES: usize = 1 << 20;
 
 /// Opens N watch connections on lainlet (SSE) and/or N watches directly on etcd, applies a
 /// series of changes to etcd, and reports delivery latency, lost/stale frames, server memory
@@ -51,9 +55,24 @@ const TXN_BYTES: usize = 1 << 20;
 #[command(name = "lainlet-load")]
 struct Cli {
     /// What to measure: `lainlet` (N SSE watchers on lainlet), `etcd` (N direct etcd
-    /// watches), or `both`, one after the other against the same etcd.
+    /// watches, v3), or `both`, one after the other against the same etcd; `storm`: the deploy
+    /// storm (--storm-secs, --storm-writers) on lainlet.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
+
+    /// The etcd store written to and read by lainlet (`--etcd-api` of lainlet): `v3`, `v2`
+    /// (the keys API, one PUT per write), or `both`: every lainlet phase once per store.
+    #[arg(long, value_enum, default_value_t = Api::V3)]
+    etcd_api: Api,
+
+    /// Storm: how long the writers write.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    storm_secs: f64,
+
+    /// Storm: concurrent writers, each putting the pod group of its own app as fast as etcd
+    /// acknowledges.
+    #[arg(long, default_value_t = 16, value_name = "W")]
+    storm_writers: usize,
 
     /// Number of watchers (N).
     #[arg(short = 'n', long, default_value_t = 1000, value_name = "N")]
@@ -147,6 +166,25 @@ enum Mode {
     Lainlet,
     Etcd,
     Both,
+    Storm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Api {
+    V2,
+    V3,
+    Both,
+}
+
+impl Api {
+    /// The stores of the lainlet phases, in order.
+    fn stores(self) -> Vec<Store> {
+        match self {
+            Api::V2 => vec![Store::V2],
+            Api::V3 => vec![Store::V3],
+            Api::Both => vec![Store::V3, Store::V2],
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -179,38 +217,43 @@ impl Scenario {
                 v.resize(bytes.max(v.len()), b'.');
                 v
             }
-            Scenario::Podgroup => {
-                let health = format!("/healthz?{stamp}");
-                let spec = ContainerSpecParams::lain(
-                    "loadapp",
-                    "release-1700000000-0123456789abcdef0123456789abcdef01234567",
-                    "web",
-                    &["/lain/app/run.sh"],
-                    8080,
-                );
-                let pods = (1..=1)
-                    .map(|i| PodParams {
-                        instance_no: i,
-                        containers: vec![ContainerParams {
-                            id: format!("{:064x}", 0x10ad_0000 + i),
-                            node_name: format!("node{i}"),
-                            node_ip: format!("192.168.77.{}", 20 + i),
-                            container_ip: format!("172.20.{}.{}", 100 + i, seq % 250 + 2),
-                        }],
-                    })
-                    .collect();
-                pod_group_value(&PodGroupParams {
-                    name: "loadapp.web.web".into(),
-                    namespace: "loadapp".into(),
-                    version: 1,
-                    annotation: web_annotation(&["loadapp.lain.local"], None, Some(&health)),
-                    dependencies: Vec::new(),
-                    containers: vec![spec],
-                    pods,
-                })
-            }
+            Scenario::Podgroup => pod_group_value_for("loadapp", seq),
         }
     }
+}
+
+/// A deployd pod group `<app>.web.web` of app `app` (one instance, ~5 KB) carrying `seq` (in
+/// its health-check path, and in the container IP so every value is really different).
+fn pod_group_value_for(app: &str, seq: u32) -> Vec<u8> {
+    let stamp = format!("{MARKER}{seq:010}");
+    let health = format!("/healthz?{stamp}");
+    let spec = ContainerSpecParams::lain(
+        app,
+        "release-1700000000-0123456789abcdef0123456789abcdef01234567",
+        "web",
+        &["/lain/app/run.sh"],
+        8080,
+    );
+    let pods = (1..=1)
+        .map(|i| PodParams {
+            instance_no: i,
+            containers: vec![ContainerParams {
+                id: format!("{:064x}", 0x10ad_0000 + i),
+                node_name: format!("node{i}"),
+                node_ip: format!("192.168.77.{}", 20 + i),
+                container_ip: format!("172.20.{}.{}", 100 + i, seq % 250 + 2),
+            }],
+        })
+        .collect();
+    pod_group_value(&PodGroupParams {
+        name: format!("{app}.web.web"),
+        namespace: app.into(),
+        version: 1,
+        annotation: web_annotation(&[&format!("{app}.lain.local")], None, Some(&health)),
+        dependencies: Vec::new(),
+        containers: vec![spec],
+        pods,
+    })
 }
 
 fn main() -> ExitCode {
@@ -282,6 +325,13 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     if cli.preload_apps > 0 && cli.etcd.is_some() {
         bail!("--preload-apps only loads into the etcd this tool starts (not --etcd)");
     }
+    if cli.mode == Mode::Etcd && cli.etcd_api == Api::V2 {
+        bail!("--mode etcd measures direct v3 watches; with --etcd-api v2 use --mode lainlet");
+    }
+    if cli.mode == Mode::Storm && !(cli.storm_secs > 0.0 && (1..=256).contains(&cli.storm_writers))
+    {
+        bail!("--storm-secs must be positive and --storm-writers 1..=256");
+    }
     for addr in cli.etcd.iter().chain(&cli.lainlet) {
         loopback(addr)?;
     }
@@ -297,7 +347,9 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
 struct Ctx {
     clock: Clock,
     etcd: SocketAddr,
-    kv: KvClient,
+    /// The store the phase writes to, and a writer to it.
+    store: Store,
+    writer: Writer,
     /// The last sequence number written.
     seq: u32,
 }
@@ -308,7 +360,7 @@ struct Sample {
     /// RSS (KiB) and CPU seconds of the server under test (lainlet, or etcd in direct mode).
     rss_kib: Option<u64>,
     cpu: Option<f64>,
-    /// From etcd's /metrics.
+    /// From etcd's /metrics (watchers: of the store the sample is about, see [`sample`]).
     etcd_watchers: Option<f64>,
     etcd_streams: Option<f64>,
     etcd_rss: Option<f64>,
@@ -329,7 +381,10 @@ async fn sample(ctx: &Ctx, server_pid: Option<u32>, lainlet: Option<SocketAddr>)
     };
     if let Ok((200, body)) = http_get(ctx.etcd, "/metrics", Duration::from_secs(5)).await {
         let page = String::from_utf8_lossy(&body);
-        s.etcd_watchers = metric(&page, "etcd_debugging_mvcc_watcher_total");
+        s.etcd_watchers = match ctx.store {
+            Store::V3 => metric(&page, "etcd_debugging_mvcc_watcher_total"),
+            Store::V2 => metric(&page, "etcd_debugging_store_watchers"),
+        };
         s.etcd_streams = metric(&page, "etcd_debugging_mvcc_watch_stream_total");
         s.etcd_rss = metric(&page, "process_resident_memory_bytes");
         s.etcd_cpu = metric(&page, "process_cpu_seconds_total");
@@ -361,6 +416,8 @@ enum Kind {
 /// The outcome of one phase.
 struct Report {
     mode: &'static str,
+    /// The store written and read.
+    store: Store,
     n: usize,
     changes: u32,
     rate: f64,
@@ -384,76 +441,77 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         "etcd: {etcd_addr}{}",
         if etcd.is_own() { " (started here)" } else { "" }
     );
-    let url = format!("http://{etcd_addr}");
-    let writer = Client::connect([url.as_str()], None)
-        .await
-        .context("connecting to etcd")?;
+    let first_store = cli.etcd_api.stores()[0];
     let mut ctx = Ctx {
         clock: Clock::new(),
         etcd: etcd_addr,
-        kv: writer.kv_client(),
+        store: first_store,
+        writer: Writer::connect(first_store, etcd_addr).await?,
         seq: 0,
     };
-    if cli.preload_apps > 0 {
-        let started = Instant::now();
-        let (keys, bytes) = preload(&mut ctx.kv, cli.preload_apps).await?;
-        println!(
-            "preloaded {} apps: {keys} keys, {:.1} MB in {:.1?}",
-            cli.preload_apps,
-            bytes as f64 / 1e6,
-            started.elapsed()
-        );
-    }
-    ctx.seq = 1;
-    put(
-        &mut ctx.kv,
-        cli.scenario.key(),
-        cli.scenario.value(1, cli.value_bytes),
-    )
-    .await?;
-    println!(
-        "key {} ({} bytes per value)",
-        cli.scenario.key(),
-        cli.scenario.value(1, cli.value_bytes).len()
-    );
     let mut reports = Vec::new();
-    if matches!(cli.mode, Mode::Lainlet | Mode::Both) {
+    let mut storms = Vec::new();
+    let lainlet_phases = matches!(cli.mode, Mode::Lainlet | Mode::Both | Mode::Storm);
+    for store in cli.etcd_api.stores().into_iter().filter(|_| lainlet_phases) {
+        use_store(cli, &mut ctx, store).await?;
         let mut lainlet = match &cli.lainlet {
             Some(a) => Server::attached(loopback(a)?, cli.server_pid),
-            None => procs::start_lainlet(&cli.lainlet_bin, etcd_addr, tmp.path()).await?,
+            None => {
+                let (bin, dir) = (&cli.lainlet_bin, tmp.path());
+                procs::start_lainlet(bin, etcd_addr, store.name(), dir).await?
+            }
         };
         println!(
-            "lainlet: {}{}",
+            "lainlet: {} reading the etcd {} store{}",
             lainlet.addr,
+            store.name(),
             if lainlet.is_own() {
                 " (started here)"
             } else {
                 ""
             }
         );
-        let paths: Vec<String> = match cli.endpoints.is_empty() {
-            true => vec![cli.scenario.endpoint().to_owned()],
-            false => cli.endpoints.iter().map(|p| with_watch(p)).collect(),
-        };
-        for p in &paths {
-            wait_applied(lainlet.addr, &without_watch(p), ctx.seq).await?;
+        if cli.mode == Mode::Storm {
+            let params = storm::Params {
+                secs: cli.storm_secs,
+                writers: cli.storm_writers,
+                watchers: cli.watchers,
+                connect_concurrency: cli.connect_concurrency,
+            };
+            let clock = ctx.clock;
+            let report =
+                storm::run(&params, store, etcd_addr, lainlet.addr, clock, &mut ctx.seq).await;
+            if report.is_err() {
+                eprintln!("lainlet log tail:\n{}", lainlet.log_tail(4096));
+            }
+            storms.push(report?);
+        } else {
+            let paths: Vec<String> = match cli.endpoints.is_empty() {
+                true => vec![cli.scenario.endpoint().to_owned()],
+                false => cli.endpoints.iter().map(|p| with_watch(p)).collect(),
+            };
+            for p in &paths {
+                wait_applied(lainlet.addr, &without_watch(p), ctx.seq).await?;
+            }
+            let kind = Kind::Lainlet {
+                addr: lainlet.addr,
+                paths,
+                pid: lainlet.pid,
+            };
+            let report = phase(cli, &mut ctx, kind).await;
+            if report.is_err() {
+                eprintln!("lainlet log tail:\n{}", lainlet.log_tail(4096));
+            }
+            reports.push(report?);
         }
-        let kind = Kind::Lainlet {
-            addr: lainlet.addr,
-            paths,
-            pid: lainlet.pid,
-        };
-        let report = phase(cli, &mut ctx, kind).await;
-        if report.is_err() {
-            eprintln!("lainlet log tail:\n{}", lainlet.log_tail(4096));
-        }
-        reports.push(report?);
         if lainlet.is_own() {
             lainlet.stop();
             wait_etcd_watchers(&ctx, 0).await;
         }
     }
     if matches!(cli.mode, Mode::Etcd | Mode::Both) {
+        use_store(cli, &mut ctx, Store::V3).await?;
+        let url = format!("http://{etcd_addr}");
         let mut clients = Vec::with_capacity(cli.etcd_connections);
         for _ in 0..cli.etcd_connections {
             let c = Client::connect([url.as_str()], None)
@@ -469,14 +527,53 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         reports.push(phase(cli, &mut ctx, kind).await?);
     }
     println!("\n## Results\n");
-    println!("{}", Report::header());
     let mut ok = true;
+    if !reports.is_empty() {
+        println!("{}", Report::header());
+    }
     for r in &reports {
         println!("{}", r.row());
         ok &= r.delivery.failed == 0 && r.delivery.stale == 0 && r.delivery.incomplete == 0;
     }
+    if !storms.is_empty() {
+        println!("{}", storm::Report::header());
+    }
+    for r in &storms {
+        println!("{}", r.row());
+        ok &= r.ok();
+    }
     etcd.stop();
     Ok(ok)
+}
+
+/// Makes `store` the one the next phase writes to: a writer, the preload (once per store), and
+/// the changing key's first value (a new sequence number).
+async fn use_store(cli: &Cli, ctx: &mut Ctx, store: Store) -> anyhow::Result<()> {
+    if ctx.store != store || ctx.seq == 0 {
+        ctx.store = store;
+        ctx.writer = Writer::connect(store, ctx.etcd).await?;
+        if cli.preload_apps > 0 {
+            let started = Instant::now();
+            let (keys, bytes) = preload(&mut ctx.writer, cli.preload_apps).await?;
+            println!(
+                "preloaded {} apps into the {} store: {keys} keys, {:.1} MB in {:.1?}",
+                cli.preload_apps,
+                store.name(),
+                bytes as f64 / 1e6,
+                started.elapsed()
+            );
+        }
+    }
+    ctx.seq += 1;
+    let value = cli.scenario.value(ctx.seq, cli.value_bytes);
+    let bytes = value.len();
+    ctx.writer.put(cli.scenario.key(), value).await?;
+    println!(
+        "key {} in the {} store ({bytes} bytes per value)",
+        cli.scenario.key(),
+        store.name()
+    );
+    Ok(())
 }
 
 /// One measured phase: open N watchers, settle, series of changes, drain, close.
@@ -487,8 +584,10 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
         Kind::Direct { pid, .. } => ("etcd", None, *pid),
     };
     println!(
-        "\n== {mode}: {n} watchers, {} changes at {}/s",
-        cli.changes, cli.rate
+        "\n== {mode} ({}): {n} watchers, {} changes at {}/s",
+        ctx.store.name(),
+        cli.changes,
+        cli.rate
     );
     let expected = cli.changes as usize + 2;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -608,6 +707,7 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
     let delivery = stats::analyse(&sent, &logs);
     let report = Report {
         mode,
+        store: ctx.store,
         n,
         changes: cli.changes,
         rate: cli.rate,
@@ -624,15 +724,16 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Writes the values at `rate` per second from a thread and runtime of its own, so that the
-/// clients' work never delays a put or its timing; each put is timed.
+/// Writes the values at `rate` per second from a thread and runtime of its own (with a writer
+/// of its own to the phase's store), so that the clients' work never delays a put or its
+/// timing; each put is timed.
 async fn series(
     ctx: &mut Ctx,
     key: &str,
     values: Vec<(u32, Vec<u8>)>,
     rate: f64,
 ) -> anyhow::Result<Vec<Sent>> {
-    let (clock, url, key) = (ctx.clock, format!("http://{}", ctx.etcd), key.to_owned());
+    let (clock, etcd, store, key) = (ctx.clock, ctx.etcd, ctx.store, key.to_owned());
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("writer".into())
@@ -641,7 +742,12 @@ async fn series(
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(write_series(clock, &url, &key, values, rate)));
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let writer = Writer::connect(store, etcd).await?;
+                        write_series(clock, writer, &key, values, rate).await
+                    })
+                });
             let _ = tx.send(result);
         })
         .context("starting the writer thread")?;
@@ -654,23 +760,18 @@ async fn series(
 
 async fn write_series(
     clock: Clock,
-    url: &str,
+    mut writer: Writer,
     key: &str,
     values: Vec<(u32, Vec<u8>)>,
     rate: f64,
 ) -> anyhow::Result<Vec<Sent>> {
-    let client = tokio::time::timeout(Duration::from_secs(10), Client::connect([url], None))
-        .await
-        .map_err(|_| anyhow!("connecting the writer to etcd timed out"))?
-        .context("connecting the writer to etcd")?;
-    let mut kv = client.kv_client();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent = Vec::with_capacity(values.len());
     for (seq, value) in values {
         ticker.tick().await;
         let t0 = clock.now();
-        put(&mut kv, key, value).await?;
+        writer.put(key, value).await?;
         let t1 = clock.now();
         sent.push(Sent {
             seq,
@@ -681,40 +782,14 @@ async fn write_series(
     Ok(sent)
 }
 
-async fn put(kv: &mut KvClient, key: &str, value: Vec<u8>) -> anyhow::Result<()> {
-    tokio::time::timeout(Duration::from_secs(10), kv.put(key, value, None))
-        .await
-        .map_err(|_| anyhow!("put {key}: timed out"))?
-        .with_context(|| format!("put {key}"))?;
-    Ok(())
-}
-
 /// Loads a generated cluster of `apps` apps; returns (keys, value bytes).
-async fn preload(kv: &mut KvClient, apps: usize) -> anyhow::Result<(usize, usize)> {
+async fn preload(writer: &mut Writer, apps: usize) -> anyhow::Result<(usize, usize)> {
     let dump = generated(&ClusterShape::large(apps));
     let (keys, bytes) = (dump.kvs.len(), dump.value_bytes());
-    let mut ops = Vec::new();
-    let mut size = 0;
-    for item in dump.kvs {
-        if ops.len() == TXN_OPS || size + item.key.len() + item.value.len() > TXN_BYTES {
-            txn(kv, std::mem::take(&mut ops)).await?;
-            size = 0;
-        }
-        size += item.key.len() + item.value.len();
-        ops.push(TxnOp::put(item.key, item.value, None));
-    }
-    if !ops.is_empty() {
-        txn(kv, ops).await?;
-    }
+    writer
+        .load(dump.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+        .await?;
     Ok((keys, bytes))
-}
-
-async fn txn(kv: &mut KvClient, ops: Vec<TxnOp>) -> anyhow::Result<()> {
-    tokio::time::timeout(Duration::from_secs(30), kv.txn(Txn::new().and_then(ops)))
-        .await
-        .map_err(|_| anyhow!("preload transaction timed out"))?
-        .context("preload transaction")?;
-    Ok(())
 }
 
 /// Polls `done` every 5 ms until it holds, or fails after `limit`.
@@ -910,8 +985,9 @@ impl Report {
             _ => self.idle.etcd_rss.map(|b| b / (1 << 20) as f64),
         };
         format!(
-            "| {} | {} | {} @ {}/s | {} | {} | {} | {} / {} | {} MiB, {} KiB | {} ms | {} | {} MiB |",
+            "| {} ({}) | {} | {} @ {}/s | {} | {} | {} | {} / {} | {} MiB, {} KiB | {} ms | {} | {} MiB |",
             self.mode,
+            self.store.name(),
             self.n,
             self.changes,
             self.rate,

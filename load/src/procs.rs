@@ -194,6 +194,8 @@ pub async fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
         "zap",
         "--log-level",
         "warn",
+        // the v2 keys store too (--etcd-api v2); the v3 store is not affected
+        "--enable-v2=true",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -212,15 +214,22 @@ pub async fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
     Ok(server)
 }
 
-/// Starts lainlet on a free loopback port following etcd at `etcd`, and waits until `/healthz`
-/// answers 200 (first snapshot applied).
-pub async fn start_lainlet(bin: &Path, etcd: SocketAddr, dir: &Path) -> anyhow::Result<Server> {
+/// Starts lainlet on a free loopback port following store `api` (`--etcd-api`) of the etcd at
+/// `etcd`, and waits until `/healthz` answers 200 (first snapshot applied).
+pub async fn start_lainlet(
+    bin: &Path,
+    etcd: SocketAddr,
+    api: &str,
+    dir: &Path,
+) -> anyhow::Result<Server> {
     let web = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let args: Vec<String> = vec![
         "--web".into(),
         web.to_string(),
         "--etcd".into(),
         etcd.to_string(),
+        "--etcd-api".into(),
+        api.into(),
         "--hostname".into(),
         "node1".into(),
     ];
