@@ -6,6 +6,7 @@
 //! | [`http`] | a tiny blocking HTTP/1.1 client over `std::net::TcpStream` (optionally bound to a chosen source IP) |
 //! | [`sse`] | an incremental Server-Sent-Events reader for `?watch=1` streams |
 //! | [`etcd`] | a throw-away etcd server: v3 through its JSON gateway, and the v2 keys API (`--enable-v2=true`; `v2_*` helpers) |
+//! | [`faults`] | a misbehaving HTTP proxy in front of etcd: canned answers for chosen requests |
 //! | [`store`] | one writer for either store ([`Store`](store::Store), [`StoreWriter`](store::StoreWriter)) and running a test per store |
 //! | [`cluster`] | a multi-member etcd cluster on loopback (kill / stop / start / pause members) |
 //! | [`service`] | launching the service binaries under test, and running a test against each of them |
@@ -20,6 +21,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod faults;
 pub mod http;
 pub(crate) mod kv;
 pub mod python;

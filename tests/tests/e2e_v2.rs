@@ -223,3 +223,65 @@ conformance_test!(fn without_the_v2_api_an_empty_cluster_reads_v3(kind) {
     wait_revision(&svc, etcd.put("/lain/config/vip", VIP));
     assert_eq!(vip(&svc), VIP);
 });
+
+/// Error 401 as etcd answers it (HTTP 400), for a store at `index`.
+fn cleared(index: i64) -> Vec<u8> {
+    let body = format!(
+        r#"{{"errorCode":401,"message":"The event in requested index is outdated and cleared","cause":"the requested history has been cleared [{}/2]","index":{index}}}"#,
+        index - 999
+    );
+    http_answer(
+        "400 Bad Request",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Etcd-Index", &index.to_string()),
+        ],
+        body.as_bytes(),
+    )
+}
+
+conformance_test!(fn answers_that_are_not_etcds_are_logged_retried_and_lose_nothing(kind) {
+    let mut etcd = etcd_with_original_in(Store::V2);
+    let proxy = FaultyProxy::start(&etcd.endpoint()).unwrap();
+    // The first snapshot reads: a load balancer's HTML page, then a body cut in the middle.
+    let html = b"<html><body><h1>502 Bad Gateway</h1></body></html>";
+    proxy.inject("sorted=true", 1, http_answer("502 Bad Gateway", &[("Content-Type", "text/html")], html));
+    let tree = etcd.v2_request("GET", "/v2/keys/lain?recursive=true&sorted=true&quorum=true", b"").unwrap();
+    let index = tree.header("x-etcd-index").unwrap().to_owned();
+    let half = &tree.body[..tree.body.len() / 2];
+    let headers = [("Content-Type", "application/json"), ("X-Etcd-Index", index.as_str())];
+    proxy.inject("sorted=true", 1, http_answer("200 OK", &headers, half));
+    let svc = Service::command(kind)
+        .web_auto()
+        .args(["--etcd", proxy.addr(), "--etcd-api", "v2", "--ip", NODE_IP, "--hostname", HOSTNAME])
+        .start()
+        .expect("ready after the retries");
+    assert_eq!(proxy.injected(), 2);
+    let log = svc.log();
+    assert!(log.contains("HTTP 502") && log.contains("Bad Gateway"), "{log}");
+    assert!(log.contains("not JSON"), "the truncated answer: {log}");
+    assert_eq!(svc.get(CONFIG).json(), etcd_config_in(&etcd, Store::V2));
+
+    // An event about a key outside /lain/ (at an index already applied), then a 401 storm:
+    // six watches in a row answered "history cleared", each followed by a real snapshot.
+    let now = etcd.v2_index();
+    wait_revision(&svc, now);
+    let line = format!(
+        "{{\"action\":\"set\",\"node\":{{\"key\":\"/elsewhere/x\",\"value\":\"1\",\"modifiedIndex\":{now},\"createdIndex\":{now}}}}}\n"
+    );
+    let headers = [("Content-Type", "application/json"), ("X-Etcd-Index", &now.to_string())];
+    proxy.inject("wait=true", 1, http_answer("200 OK", &headers, line.as_bytes()));
+    proxy.inject("wait=true", 6, cleared(now));
+    etcd.restart().expect("restart etcd"); // ends the relayed watch
+    assert!(wait_until(30 * SEC, || proxy.drained()), "lainlet watched again: {}", svc.log());
+    wait_revision(&svc, etcd.v2_put("/lain/config/vip", "192.168.77.240"));
+    etcd.v2_delete_dir("/lain/config/vips", true);
+    let want = etcd_config_in(&etcd, Store::V2);
+    wait_json(&svc, CONFIG, &want);
+    assert_eq!(metric(&svc, "lainlet_etcd_foreign_events_total"), Some(1.0));
+    assert!(metric(&svc, "lainlet_etcd_history_lost_total").unwrap() >= 6.0);
+    let log = svc.log();
+    assert!(log.contains("outside /lain/") && log.contains("/elsewhere/x"), "{log}");
+    assert!(log.contains("in a row"), "the storm backs off: {log}");
+    assert_eq!(svc.get("/healthz").json()["status"], "ok");
+});
