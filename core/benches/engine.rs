@@ -6,6 +6,8 @@
 //! * `render_*` — rendering one view of that cluster (what one change costs per distinct view).
 //! * `snapshot_load_10k` — loading a 10,000-pod-group dump.
 //! * `fan_out_10k` — one change delivered to 10,000 watchers of the same view.
+//! * `drift_check_10k` — one drift check (a keys-and-revisions listing compared) at 10,000
+//!   pod groups.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
@@ -314,5 +316,35 @@ fn fan_out_10k(bencher: Bencher) {
                 }
             }
             divan::black_box(frames)
+        });
+}
+
+/// One drift check at 10,000 pod groups: comparing a listing of every key and revision (what
+/// etcd answers to a keys-only range) with the mirror. No drift, so nothing is re-read.
+#[divan::bench(sample_count = 10)]
+fn drift_check_10k(bencher: Bencher) {
+    let dump = generated(&ClusterShape {
+        pod_groups: 10_000,
+        ..ClusterShape::large(1_000)
+    });
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.handle_snapshot(Instant::now(), snapshot(&dump));
+    let listing = lainlet_core::KeyListing {
+        revision: dump.revision,
+        keys: dump
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.mod_revision))
+            .collect(),
+    };
+    bencher
+        .counter(ItemsCount::new(listing.keys.len()))
+        .with_inputs(|| Ok(listing.clone()))
+        .bench_local_values(|listing| {
+            let outcome = engine.handle_key_listing(Instant::now(), listing);
+            assert!(
+                matches!(outcome, lainlet_core::DriftOutcome::Consistent { .. }),
+                "{outcome:?}"
+            );
         });
 }

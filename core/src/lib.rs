@@ -86,16 +86,16 @@ mod sse;
 mod state;
 mod views;
 
-pub use engine::{
-    apply_patch, Action, DecodeFailure, DeliveryStats, Engine, EngineConfig, EtcdStatus,
-    HistoryWindow, Rendering, RequestContext, StoreDecision, SubscriberId, Update, ViewVersion,
-    V2_VERSION,
-};
 pub use auth::is_local_peer;
+pub use engine::{
+    apply_patch, Action, CheckPolicy, DecodeFailure, DeliveryStats, DriftOutcome, Engine,
+    EngineConfig, EtcdStatus, HistoryWindow, Rendering, RequestContext, StoreDecision,
+    SubscriberId, Update, ViewVersion, V2_VERSION,
+};
 pub use error::ApiError;
 pub use etcd::{
-    gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdStep, NoStore, Probe, Store, StoreChoice,
-    WatchOutcome, WatchResponse, PREFIX,
+    gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdCheck, EtcdStep, KeyListing, NoStore,
+    Probe, Store, StoreChoice, WatchOutcome, WatchResponse, PREFIX,
 };
 pub use input::{KeyValue, Snapshot, WatchEvent};
 pub use model::DecodeError;

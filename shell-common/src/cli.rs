@@ -164,6 +164,30 @@ pub struct Cli {
     )]
     pub etcd_api_recheck: u64,
 
+    /// Seconds of silence on the etcd watch after which a linearizable read must show that
+    /// the member still has a quorum (else another endpoint is tried and /healthz says
+    /// `stale`); checked again as often while the watch stays silent.
+    #[arg(
+        long,
+        env = "LAINLET_QUORUM_CHECK_AFTER",
+        default_value_t = 10,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub quorum_check_after: u64,
+
+    /// Seconds between two comparisons of lainlet's copy of /lain/ with a listing of etcd's
+    /// keys and revisions (a difference is repaired by re-reading; each interval is drawn
+    /// from 75–125 % of this); 0: never.
+    #[arg(
+        long,
+        env = "LAINLET_DRIFT_CHECK_EVERY",
+        default_value_t = 600,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(0..=604_800)
+    )]
+    pub drift_check_every: u64,
+
     /// CA certificate (PEM) to verify etcd with; implies `https://` endpoints.
     #[cfg(feature = "tls")]
     #[arg(long, env = "LAINLET_ETCD_CA", value_name = "FILE")]
@@ -428,6 +452,12 @@ impl Cli {
             etcd_api: self.etcd_api,
             store_reprobe: std::time::Duration::from_secs(self.etcd_api_recheck.max(1)),
             seed: random_seed(),
+            checks: lainlet_core::CheckPolicy {
+                quorum_after: std::time::Duration::from_secs(self.quorum_check_after),
+                drift_every: (self.drift_check_every > 0)
+                    .then(|| std::time::Duration::from_secs(self.drift_check_every)),
+                ..lainlet_core::CheckPolicy::default()
+            },
             ..lainlet_core::EngineConfig::default()
         }
     }

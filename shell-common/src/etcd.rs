@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use lainlet_core::{
-    EtcdStep, KeyValue, Probe, Snapshot, Store, StoreDecision, WatchOutcome, WatchResponse,
+    DriftOutcome, EtcdCheck, EtcdStep, KeyListing, KeyValue, Probe, Snapshot, Store, StoreDecision,
+    WatchOutcome, WatchResponse,
 };
 use tracing::{debug, info, warn};
 
@@ -57,6 +58,16 @@ pub trait EtcdClient: Send {
         start_revision: i64,
         in_history: bool,
     ) -> impl Future<Output = anyhow::Result<Self::Watch>> + Send;
+
+    /// A linearizable read, which only a member with a quorum answers; an error otherwise.
+    fn check_quorum(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Every key under [`PREFIX`] with its revision, without values, at `at_revision` (the
+    /// v2 store lists at its current index).
+    fn list_keys(
+        &mut self,
+        at_revision: i64,
+    ) -> impl Future<Output = anyhow::Result<KeyListing>> + Send;
 }
 
 /// The messages of one watch.
@@ -93,7 +104,20 @@ pub async fn follow<V2: EtcdClient, V3: EtcdClient, R: Runtime>(
             }
             EtcdStep::Connect { endpoint, store } => {
                 let url = &endpoints[endpoint % endpoints.len()];
-                let connecting = connect(&mut clients, url, store, &mut unconnected);
+                let timeout = shared.with_engine(|e| e.etcd_check_timeout(EtcdCheck::Quorum));
+                let connecting = async {
+                    connect(&mut clients, url, store, &mut unconnected).await?;
+                    // A member without a quorum accepts connections and watches, and sends
+                    // nothing: only one that answers a linearizable read is used.
+                    let check = match store {
+                        Some(Store::V2) => quorum(&mut clients.v2, &rt, timeout).await,
+                        Some(Store::V3) => quorum(&mut clients.v3, &rt, timeout).await,
+                        None => return Ok(()),
+                    };
+                    shared
+                        .with_engine(|e| e.handle_quorum_check(Instant::now(), check))
+                        .map_err(|e| anyhow!(e))
+                };
                 match first(connecting, shared.shut_down()).await {
                     Either::Left(r) => r.map(|()| {
                         debug!("using etcd endpoint {url}");
@@ -268,8 +292,27 @@ async fn bounded<T, R: Runtime>(
     }
 }
 
+/// A quorum check within `limit`: why it failed, if it did.
+async fn quorum<C: EtcdClient, R: Runtime>(
+    client: &mut C,
+    rt: &R,
+    limit: std::time::Duration,
+) -> Result<(), String> {
+    match first(client.check_quorum(), rt.sleep(limit)).await {
+        Either::Left(r) => r.map_err(|e| format!("{e:#}")),
+        Either::Right(()) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+/// What a watch loop does after a message.
+enum Flow {
+    Continue,
+    Stop,
+}
+
 /// Runs one watch until it fails (`Err`), is compacted away or ended by etcd (`Ok`), its
-/// `until` passes (`Ok`), or shutdown (`Ok`).
+/// `until` passes (`Ok`), or shutdown (`Ok`). Beside it, the engine's checks run: a quorum
+/// check after silence (a failure ends the watch as `Err`) and the drift check.
 async fn watch<C: EtcdClient, R: Runtime>(
     shared: &Shared,
     client: &mut C,
@@ -281,51 +324,162 @@ async fn watch<C: EtcdClient, R: Runtime>(
         return Ok(());
     };
     let mut stream = stream?;
+    let mut last_message = Instant::now();
     loop {
-        let Some(message) = bounded(shared, rt, w.until, stream.next()).await else {
+        let (due, check) = shared.with_engine(|e| e.poll_etcd_check(Instant::now(), last_message));
+        let Some(next) = bounded(
+            shared,
+            rt,
+            w.until,
+            first(stream.next(), rt.sleep_until(due)),
+        )
+        .await
+        else {
             return Ok(());
         };
-        let Some(response) = message? else {
-            bail!("the watch stream was closed by etcd");
-        };
-        for key in response.foreign_keys() {
-            warn!(key, "ignoring an etcd event about a key outside {PREFIX}");
+        if let Either::Left(message) = next {
+            last_message = Instant::now();
+            match handle_message(shared, w, message?)? {
+                Flow::Continue => continue,
+                Flow::Stop => return Ok(()),
+            }
         }
-        match shared.with_engine(|e| e.handle_watch_response(Instant::now(), response)) {
-            WatchOutcome::Applied => {}
-            WatchOutcome::Created { start_revision } if w.in_history => {
-                debug!(
-                    "catching up on the etcd {} store from revision {start_revision}",
-                    w.store
-                );
-            }
-            WatchOutcome::Created { start_revision } => {
-                info!(
-                    "watching {PREFIX} on the etcd {} store from revision {start_revision}",
-                    w.store
-                );
-            }
-            WatchOutcome::Ended => return Ok(()),
-            WatchOutcome::Compacted {
-                start_revision,
-                compact_revision,
-            } => {
-                match w.store {
-                    Store::V3 => warn!(
-                        "etcd compacted its history past revision {start_revision} \
-                         (to {compact_revision}): re-reading"
-                    ),
-                    Store::V2 => warn!(
-                        "etcd's v2 history (its last 1000 events) no longer reaches index \
-                         {start_revision} (the oldest is {compact_revision}): the history was \
-                         compacted away; re-reading"
-                    ),
-                }
+        // The check runs while the watch goes on being read.
+        let limit = shared.with_engine(|e| e.etcd_check_timeout(check));
+        let mut checking = std::pin::pin!(run_check(client, rt, check, limit));
+        let result = loop {
+            let Some(next) =
+                bounded(shared, rt, w.until, first(checking.as_mut(), stream.next())).await
+            else {
                 return Ok(());
+            };
+            match next {
+                Either::Left(result) => break result,
+                Either::Right(message) => {
+                    last_message = Instant::now();
+                    if let Flow::Stop = handle_message(shared, w, message?)? {
+                        return Ok(());
+                    }
+                }
             }
-            WatchOutcome::Canceled { reason } => bail!("etcd canceled the watch: {reason}"),
+        };
+        if let Flow::Stop = handle_check(shared, result)? {
+            return Ok(());
         }
     }
+}
+
+/// The outcome of a check, as the engine takes it.
+enum Checked {
+    Quorum(Result<(), String>),
+    Keys(Result<KeyListing, String>),
+}
+
+async fn run_check<C: EtcdClient, R: Runtime>(
+    client: &mut C,
+    rt: &R,
+    check: EtcdCheck,
+    limit: std::time::Duration,
+) -> Checked {
+    let late = || format!("no answer within {limit:?}");
+    match check {
+        EtcdCheck::Quorum => Checked::Quorum(quorum(client, rt, limit).await),
+        EtcdCheck::Keys { at_revision } => {
+            match first(client.list_keys(at_revision), rt.sleep(limit)).await {
+                Either::Left(r) => Checked::Keys(r.map_err(|e| format!("{e:#}"))),
+                Either::Right(()) => Checked::Keys(Err(late())),
+            }
+        }
+    }
+}
+
+/// Hands a check's outcome to the engine: a failed quorum check fails the watch, drift ends it
+/// (a snapshot is read next).
+fn handle_check(shared: &Shared, checked: Checked) -> anyhow::Result<Flow> {
+    let now = Instant::now();
+    match checked {
+        Checked::Quorum(result) => {
+            shared
+                .with_engine(|e| e.handle_quorum_check(now, result))
+                .map_err(|e| anyhow!(e))?;
+            Ok(Flow::Continue)
+        }
+        Checked::Keys(listing) => {
+            match shared.with_engine(|e| e.handle_key_listing(now, listing)) {
+                DriftOutcome::Consistent { compared } => {
+                    debug!("drift check: the {compared} keys lainlet holds match etcd's");
+                    Ok(Flow::Continue)
+                }
+                DriftOutcome::Skipped { reason } => {
+                    debug!("drift check skipped: {reason}");
+                    Ok(Flow::Continue)
+                }
+                DriftOutcome::Drift { keys } => {
+                    let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
+                    warn!(
+                        "drift check: {} keys differ from etcd ({}{}); re-reading to repair",
+                        keys.len(),
+                        shown.join(", "),
+                        if keys.len() > shown.len() {
+                            ", …"
+                        } else {
+                            ""
+                        }
+                    );
+                    Ok(Flow::Stop)
+                }
+            }
+        }
+    }
+}
+
+/// Hands one watch message to the engine and says whether the watch goes on.
+fn handle_message(
+    shared: &Shared,
+    w: Watch,
+    message: Option<WatchResponse>,
+) -> anyhow::Result<Flow> {
+    let Some(response) = message else {
+        bail!("the watch stream was closed by etcd");
+    };
+    for key in response.foreign_keys() {
+        warn!(key, "ignoring an etcd event about a key outside {PREFIX}");
+    }
+    match shared.with_engine(|e| e.handle_watch_response(Instant::now(), response)) {
+        WatchOutcome::Applied => {}
+        WatchOutcome::Created { start_revision } if w.in_history => {
+            debug!(
+                "catching up on the etcd {} store from revision {start_revision}",
+                w.store
+            );
+        }
+        WatchOutcome::Created { start_revision } => {
+            info!(
+                "watching {PREFIX} on the etcd {} store from revision {start_revision}",
+                w.store
+            );
+        }
+        WatchOutcome::Ended => return Ok(Flow::Stop),
+        WatchOutcome::Compacted {
+            start_revision,
+            compact_revision,
+        } => {
+            match w.store {
+                Store::V3 => warn!(
+                    "etcd compacted its history past revision {start_revision} \
+                     (to {compact_revision}): re-reading"
+                ),
+                Store::V2 => warn!(
+                    "etcd's v2 history (its last 1000 events) no longer reaches index \
+                     {start_revision} (the oldest is {compact_revision}): the history was \
+                     compacted away; re-reading"
+                ),
+            }
+            return Ok(Flow::Stop);
+        }
+        WatchOutcome::Canceled { reason } => bail!("etcd canceled the watch: {reason}"),
+    }
+    Ok(Flow::Continue)
 }
 
 /// An etcd key as the engine takes it: `None` (with a warning) when it is not UTF-8.

@@ -7,16 +7,16 @@
 //! * watch: one `GET` of [`v2::watch_path`]; a streaming answer is decoded as it comes, one
 //!   that is not (`in_history`: one event from etcd's history) is read whole first, so its
 //!   connection can be reused for the next one;
-//! * liveness: a v2 watch is silent while nothing changes, so after [`PROBE_AFTER`] without a
-//!   byte, a quorum read ([`v2::PROBE_PATH`]) must answer within [`PROBE_TIMEOUT`] or the watch
-//!   counts as broken (a member that stopped, or lost its quorum, while its sockets stay open).
+//! * checks beside the watch (the engine says when): a quorum read ([`v2::PROBE_PATH`]), and a
+//!   listing of the keys for the drift check (v2 has no keys-only read: it is the snapshot
+//!   read, values included).
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use lainlet_core::v2::{self, Answer, WatchDecoder};
-use lainlet_core::{Probe, Snapshot, WatchResponse};
+use lainlet_core::{KeyListing, Probe, Snapshot, WatchResponse};
 
 use crate::etcd::{EtcdClient, EtcdWatch};
 use crate::socket::Runtime;
@@ -24,8 +24,6 @@ use crate::sync::{first, Either};
 
 /// Time limit of a call that should answer promptly (the snapshot, a watch's head).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Silence on a watch after which etcd is probed.
-pub const PROBE_AFTER: Duration = Duration::from_secs(10);
 /// Time etcd has to answer a probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read whole (a big cluster's snapshot is one answer).
@@ -141,7 +139,30 @@ async fn read_all<B: HttpBody>(body: &mut B) -> anyhow::Result<Vec<u8>> {
 }
 
 impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
-    type Watch = V2Watch<H, R>;
+    type Watch = V2Watch<H>;
+
+    async fn check_quorum(&mut self) -> anyhow::Result<()> {
+        let (status, index, body) = self.endpoint()?.call(v2::PROBE_PATH, PROBE_TIMEOUT).await?;
+        let answer = Answer {
+            status,
+            etcd_index: index.as_deref(),
+            body: &body,
+        };
+        v2::parse_quorum(answer).map_err(|e| anyhow!(e))
+    }
+
+    async fn list_keys(&mut self, _at_revision: i64) -> anyhow::Result<KeyListing> {
+        let (status, index, body) = self
+            .endpoint()?
+            .call(v2::SNAPSHOT_PATH, CALL_TIMEOUT)
+            .await?;
+        let answer = Answer {
+            status,
+            etcd_index: index.as_deref(),
+            body: &body,
+        };
+        Ok(v2::parse_keys(answer)?)
+    }
 
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
         self.base = None;
@@ -180,11 +201,7 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
         Ok(v2::parse_snapshot(answer)?)
     }
 
-    async fn watch(
-        &mut self,
-        start_revision: i64,
-        in_history: bool,
-    ) -> anyhow::Result<V2Watch<H, R>> {
+    async fn watch(&mut self, start_revision: i64, in_history: bool) -> anyhow::Result<V2Watch<H>> {
         let endpoint = self.endpoint()?;
         let path = v2::watch_path(start_revision, in_history);
         let head = match first(endpoint.head(&path), self.rt.sleep(CALL_TIMEOUT)).await {
@@ -193,52 +210,33 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
         };
         let decoder = WatchDecoder::new(head.status, head.etcd_index.as_deref(), !in_history);
         Ok(V2Watch {
-            endpoint,
             body: head.body,
             decoder,
             whole: in_history || head.status != 200,
             body_done: false,
             finished: false,
-            quiet_since: Instant::now(),
         })
     }
 }
 
 /// One v2 watch answer.
-pub struct V2Watch<H: HttpGet, R> {
-    endpoint: Endpoint<H, R>,
+pub struct V2Watch<H: HttpGet> {
     body: H::Body,
     decoder: WatchDecoder,
     /// Read the body whole before decoding (an answer that is not a stream).
     whole: bool,
     body_done: bool,
     finished: bool,
-    quiet_since: Instant,
 }
 
-impl<H: HttpGet, R: Runtime> V2Watch<H, R> {
-    /// The next piece of the body, probing etcd while it is silent; `None` at its end.
+impl<H: HttpGet> V2Watch<H> {
+    /// The next piece of the body; `None` at its end.
     async fn chunk(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
-        loop {
-            let silence = self.endpoint.rt.sleep_until(self.quiet_since + PROBE_AFTER);
-            match first(self.body.chunk(), silence).await {
-                Either::Left(r) => {
-                    self.quiet_since = Instant::now();
-                    return r.context("watch");
-                }
-                Either::Right(()) => {
-                    self.endpoint
-                        .call(v2::PROBE_PATH, PROBE_TIMEOUT)
-                        .await
-                        .context("etcd does not answer (probe while watching)")?;
-                    self.quiet_since = Instant::now();
-                }
-            }
-        }
+        self.body.chunk().await.context("watch")
     }
 }
 
-impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
+impl<H: HttpGet> EtcdWatch for V2Watch<H> {
     async fn next(&mut self) -> anyhow::Result<Option<WatchResponse>> {
         loop {
             if self.whole && !self.body_done {

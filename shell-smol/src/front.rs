@@ -53,7 +53,10 @@ pub async fn connection(front: Arc<Front>, tcp: Tcp, peer: IpAddr, open: OpenCon
             let stop = async {
                 match idle {
                     true => first(deadline, shared.shut_down()).await,
-                    false => Either::Left(deadline.await),
+                    false => {
+                        deadline.await;
+                        Either::Left(())
+                    }
                 }
             };
             let read = match first(fill(&tcp, &mut buf), stop).await {

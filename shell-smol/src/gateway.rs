@@ -5,18 +5,17 @@
 //! * snapshot: `POST /v3/kv/range` for the `/lain/` prefix;
 //! * watch: one streaming `POST /v3/watch` creating the prefix watch from the start revision;
 //!   the response is chunked, one JSON object per line. The gateway answers only once the
-//!   request body is complete, so it cannot carry later requests (`progress_request`);
-//!   instead, after [`PROBE_AFTER`] without a message, a small serializable range on another
-//!   connection must answer within [`PROBE_TIMEOUT`], or the watch counts as broken (what the
-//!   gRPC shell's keep-alive pings detect: a member that stopped answering while its sockets
-//!   stay open);
+//!   request body is complete, so it cannot carry later requests (`progress_request`); a
+//!   silent watch is checked by the engine's quorum check (a linearizable range on another
+//!   connection, see `lainlet_core::CheckPolicy`);
+//! * quorum check and drift check's key listing: keys-only `POST /v3/kv/range`;
 //! * authentication: `POST /v3/auth/authenticate` for a token sent as `Authorization`.
 
 use std::future::IntoFuture;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use lainlet_core::{gateway, Probe, Snapshot, WatchResponse};
+use lainlet_core::{gateway, KeyListing, Probe, Snapshot, WatchResponse};
 use lainlet_shell_common::etcd::{EtcdClient, EtcdWatch};
 use lainlet_shell_common::sync::{first, Either};
 use smol::io::AsyncReadExt;
@@ -25,9 +24,7 @@ use trillium_client::{Client, Conn};
 
 /// Time limit of a call that should answer promptly (connect, range, watch creation).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Silence on the watch after which etcd is probed.
-const PROBE_AFTER: Duration = Duration::from_secs(10);
-/// Time etcd has to answer a probe before the watch counts as broken.
+/// Time etcd has to answer the store probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer accepted (a big cluster's snapshot is one range answer).
 const MAX_ANSWER: u64 = 512 << 20;
@@ -200,24 +197,39 @@ impl EtcdClient for GatewayClient {
             );
         }
         Ok(GatewayWatch {
-            http: self.http.clone(),
-            endpoint,
             conn,
             pending: Vec::new(),
-            quiet_since: Instant::now(),
         })
+    }
+
+    async fn check_quorum(&mut self) -> anyhow::Result<()> {
+        // Linearizable (no `serializable`): answered only through the raft leader. The time
+        // limit is the caller's.
+        let body = gateway::keys_probe_request();
+        let (status, answer) = self
+            .endpoint()?
+            .exchange(&self.http, CALL_TIMEOUT, "/v3/kv/range", body)
+            .await?;
+        gateway::parse_quorum(status, &answer).map_err(|e| anyhow!(e))
+    }
+
+    async fn list_keys(&mut self, at_revision: i64) -> anyhow::Result<KeyListing> {
+        let body = gateway::keys_request(at_revision);
+        let answer = self
+            .endpoint()?
+            .call(&self.http, CALL_TIMEOUT, "/v3/kv/range", body)
+            .await
+            .with_context(|| format!("listing the keys at revision {at_revision}"))?;
+        Ok(gateway::parse_keys(&answer, at_revision)?)
     }
 }
 
 /// One streaming watch.
 pub struct GatewayWatch {
-    http: Client,
-    endpoint: Endpoint,
     /// The streaming response; its body is read a chunk at a time.
     conn: Conn,
     /// Decoded body bytes not yet parsed (a partial line).
     pending: Vec<u8>,
-    quiet_since: Instant,
 }
 
 impl EtcdWatch for GatewayWatch {
@@ -228,7 +240,6 @@ impl EtcdWatch for GatewayWatch {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                self.quiet_since = Instant::now();
                 return Ok(Some(gateway::parse_watch_line(&line).context("watch")?));
             }
             if self.pending.len() > MAX_LINE {
@@ -237,23 +248,10 @@ impl EtcdWatch for GatewayWatch {
             let mut chunk = [0u8; 16 * 1024];
             let mut body = self.conn.response_body().with_max_len(u64::MAX);
             let read = body.read(&mut chunk);
-            match first(read, Timer::at(self.quiet_since + PROBE_AFTER)).await {
-                Either::Left(Ok(0)) => return Ok(None),
-                Either::Left(Ok(n)) => self.pending.extend_from_slice(&chunk[..n]),
-                Either::Left(Err(e)) => return Err(anyhow!(e).context("watch")),
-                Either::Right(_) => {
-                    // Quiet for a while: is etcd still answering?
-                    self.endpoint
-                        .call(
-                            &self.http,
-                            PROBE_TIMEOUT,
-                            "/v3/kv/range",
-                            gateway::probe_request(),
-                        )
-                        .await
-                        .context("etcd does not answer (probe while watching)")?;
-                    self.quiet_since = Instant::now();
-                }
+            match read.await {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(anyhow!(e).context("watch")),
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
-use lainlet_core::{Probe, Snapshot, WatchEvent, WatchResponse};
+use lainlet_core::{KeyListing, Probe, Snapshot, WatchEvent, WatchResponse};
 use lainlet_shell_common::etcd::{key_value, EtcdClient, EtcdWatch, PREFIX};
 use lainlet_shell_common::Cli;
 
@@ -29,7 +29,9 @@ impl GrpcClient {
     pub fn new(cli: &Cli) -> anyhow::Result<GrpcClient> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member without a leader refuses the watch rather than keeping it silent.
+            .with_require_leader(true);
         if let (Some(user), Some(password)) = (&cli.etcd_user, &cli.etcd_password) {
             options = options
                 .with_user(user.clone(), password.clone())
@@ -141,6 +143,43 @@ impl EtcdClient for GrpcClient {
             .await?
             .context("starting the watch")?;
         Ok(GrpcWatch(stream))
+    }
+
+    async fn check_quorum(&mut self) -> anyhow::Result<()> {
+        let mut kv = self.client()?.kv_client();
+        // Linearizable (etcd-client's default): answered only through the raft leader.
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_limit(1);
+        kv.get(PREFIX, Some(options))
+            .await
+            .context("a linearizable read")?;
+        Ok(())
+    }
+
+    async fn list_keys(&mut self, at_revision: i64) -> anyhow::Result<KeyListing> {
+        let mut kv = self
+            .client()?
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_revision(at_revision);
+        let response = kv
+            .get(PREFIX, Some(options))
+            .await
+            .with_context(|| format!("listing {PREFIX} at revision {at_revision}"))?;
+        let keys = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.mod_revision())))
+            .collect();
+        Ok(KeyListing {
+            revision: at_revision,
+            keys,
+        })
     }
 }
 

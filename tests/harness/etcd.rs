@@ -139,6 +139,11 @@ impl EtcdServer {
         );
     }
 
+    /// The process id, while started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the etcd process is alive (false after [`EtcdServer::stop`] or a crash).
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -122,6 +122,16 @@ impl EtcdLink {
         self.status = EtcdStatus::Demo;
     }
 
+    /// A check found the mirror out of step: the next step reads a snapshot (a diff).
+    pub(super) fn request_snapshot(&mut self) {
+        self.sync.handle_compacted();
+    }
+
+    /// A number in `[0, 1)` from the jitter source (spreads the checks of many nodes).
+    pub(super) fn jitter_unit(&mut self) -> f64 {
+        self.jitter.unit()
+    }
+
     /// What `--etcd-api` asked for.
     pub(super) fn api_name(&self) -> &'static str {
         self.sync.api().name()

@@ -8,7 +8,7 @@
 //! entries are dropped. A resume from before the horizon, or from the future, cannot be
 //! answered, and gets a fresh `init`: the history never claims "unchanged" when it cannot know.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::mirror::Change;
@@ -121,6 +121,21 @@ impl History {
             self.horizon = self.horizon.map(|h| h.max(dropped));
             self.entries.pop_front();
         }
+    }
+
+    /// The cache keys that changed after `revision`; `None` when the history cannot tell (it
+    /// does not reach back that far).
+    pub fn touched_after(&self, revision: i64) -> Option<HashSet<(Family, &str)>> {
+        if self.horizon.is_none_or(|h| revision < h) {
+            return None;
+        }
+        let first = self.entries.partition_point(|e| e.revision <= revision);
+        Some(
+            self.entries
+                .range(first..)
+                .map(|e| (e.family, e.key.as_str()))
+                .collect(),
+        )
     }
 
     /// What happened to `view` after revision `resume`, the state being at `applied`.

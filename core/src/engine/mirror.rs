@@ -109,6 +109,16 @@ pub struct MirrorStats {
 }
 
 impl Mirror {
+    /// The `mod_revision` of etcd key `key`, if the mirror holds it (decodable or not).
+    pub fn mod_revision(&self, key: &str) -> Option<i64> {
+        self.entries.get(key).map(|e| e.mod_revision)
+    }
+
+    /// Every etcd key the mirror holds.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// The revision the mirror reflects; `None` before the first snapshot.
     pub fn applied_revision(&self) -> Option<i64> {
         self.applied_revision

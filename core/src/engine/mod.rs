@@ -9,7 +9,9 @@
 //! | [`etcd`] | the etcd connection policy and state |
 //! | [`observe`] | `/healthz`, `/metrics`, `/debug` from what each part reports |
 
+mod checks;
 mod diff;
+mod drift;
 mod etcd;
 mod history;
 mod mirror;
@@ -18,6 +20,7 @@ mod subscribers;
 mod version;
 mod views;
 
+pub use checks::{CheckPolicy, DriftOutcome};
 pub use diff::apply as apply_patch;
 pub use etcd::{EtcdStatus, StoreDecision};
 pub use history::HistoryWindow;
@@ -77,6 +80,8 @@ pub struct EngineConfig {
     pub seed: u64,
     /// How much change history is kept for resuming watches.
     pub history: HistoryWindow,
+    /// The quorum and drift checks beside the open watch.
+    pub checks: CheckPolicy,
     /// When the process started (the status page's uptime, the time until it served); `None`:
     /// the first status request's time.
     pub started: Option<Instant>,
@@ -99,6 +104,7 @@ impl Default for EngineConfig {
             store_reprobe: std::time::Duration::from_secs(10),
             seed: 1,
             history: HistoryWindow::default(),
+            checks: CheckPolicy::default(),
             started: None,
             etcd_urls: Vec::new(),
         }
@@ -127,6 +133,7 @@ pub struct Engine {
     views: ViewTable,
     subs: Subscribers,
     etcd: EtcdLink,
+    checks: checks::Checks,
     history: History,
     /// Whether a pod group was seen whose key is not `<Spec.Namespace>/<Spec.Name>` (then a
     /// resuming diff watch of a view keyed by those cannot name its members: it gets `init`).
@@ -150,6 +157,7 @@ impl Engine {
             etcd,
             history,
             misnamed_pod_group: false,
+            checks: checks::Checks::default(),
             counters: observe::Counters::default(),
             status: observe::StatusState::default(),
         }

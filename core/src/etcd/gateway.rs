@@ -6,8 +6,9 @@
 //! ```text
 //! POST /v3/kv/range   range_request()          → parse_range(answer)          → Snapshot
 //! POST /v3/watch      watch_request(start)     → each line: parse_watch_line  → WatchResponse
-//! POST /v3/kv/range   probe_request()          (a small serializable read: is etcd alive?)
 //! POST /v3/kv/range   keys_probe_request()     → parse_keys_probe(status, answer) → Probe
+//!                                              → parse_quorum(status, answer) (quorum check)
+//! POST /v3/kv/range   keys_request(revision)   → parse_keys(answer, revision) → KeyListing
 //! POST /v3/auth/authenticate  auth_request()   → parse_token(answer)
 //! ```
 
@@ -15,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{CodecError, Probe, WatchResponse, PREFIX};
+use super::{CodecError, KeyListing, Probe, WatchResponse, PREFIX};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 /// The end of the `/lain/` prefix range (`/lain/` with its last byte incremented).
@@ -26,14 +27,6 @@ pub fn range_request() -> Vec<u8> {
     json!({ "key": B64.encode(PREFIX), "range_end": B64.encode(RANGE_END) })
         .to_string()
         .into_bytes()
-}
-
-/// A small serializable range (keys only, one key) that any live member answers at once.
-pub fn probe_request() -> Vec<u8> {
-    json!({ "key": B64.encode(PREFIX), "range_end": B64.encode(RANGE_END),
-            "keys_only": true, "limit": "1", "serializable": true })
-    .to_string()
-    .into_bytes()
 }
 
 /// The store probe (auto-detection): a linearizable one-key, keys-only range of `/lain/`.
@@ -61,6 +54,43 @@ pub fn parse_keys_probe(status: u16, answer: &[u8]) -> Probe {
             v["message"].as_str().unwrap_or("?")
         )),
         (status, Err(_)) => Probe::Failed(format!("HTTP {status}")),
+    }
+}
+
+/// The body of `POST /v3/kv/range` listing every key under `/lain/` at `revision`, with its
+/// revisions and without values (the drift check).
+pub fn keys_request(revision: i64) -> Vec<u8> {
+    json!({ "key": B64.encode(PREFIX), "range_end": B64.encode(RANGE_END),
+            "keys_only": true, "revision": revision.to_string() })
+    .to_string()
+    .into_bytes()
+}
+
+/// A [`keys_request`] answer as the listing at `revision` (the answer's header carries the
+/// store's current revision, not the one read).
+pub fn parse_keys(answer: &[u8], revision: i64) -> Result<KeyListing, CodecError> {
+    let snapshot = parse_range(answer)?;
+    Ok(KeyListing {
+        revision,
+        keys: snapshot
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect(),
+    })
+}
+
+/// Whether a [`keys_probe_request`] answer with HTTP `status` shows a member with a quorum
+/// (a linearizable read succeeded); the error says why not.
+pub fn parse_quorum(status: u16, answer: &[u8]) -> Result<(), String> {
+    match (status, parse(answer)) {
+        (200, Ok(v)) if v["header"].is_object() => Ok(()),
+        (200, _) => Err("an unexpected answer to /v3/kv/range".to_owned()),
+        (status, Ok(v)) => Err(format!(
+            "HTTP {status}: {}",
+            v["message"].as_str().or(v["error"].as_str()).unwrap_or("?")
+        )),
+        (status, Err(_)) => Err(format!("HTTP {status}")),
     }
 }
 
@@ -280,5 +310,21 @@ mod tests {
         assert!(parse_range(br#"{"kvs":[]}"#).is_err(), "no header revision");
         assert!(parse_range(br#"{"header":{"revision":"3"},"kvs":[{"key":"!!"}]}"#).is_err());
         assert_eq!(parse_token(br#"{"token":"t.1"}"#).unwrap(), "t.1");
+        let keys = parse_keys(answer, 8).unwrap();
+        assert_eq!(
+            (keys.revision, keys.keys),
+            (8, vec![("/lain/e".to_owned(), 7)])
+        );
+    }
+
+    #[test]
+    fn a_quorum_check_passes_on_a_header_and_fails_on_etcds_errors() {
+        assert_eq!(parse_quorum(200, br#"{"header":{"revision":"3"}}"#), Ok(()));
+        let timed_out = br#"{"error":"etcdserver: request timed out","code":14,"message":"etcdserver: request timed out"}"#;
+        assert_eq!(
+            parse_quorum(503, timed_out),
+            Err("HTTP 503: etcdserver: request timed out".to_owned())
+        );
+        assert!(parse_quorum(200, b"<html>").is_err());
     }
 }

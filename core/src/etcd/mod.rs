@@ -19,6 +19,31 @@ use crate::input::WatchEvent;
 /// The prefix lainlet reads and watches.
 pub const PREFIX: &str = "/lain/";
 
+/// The keys under [`PREFIX`] a store holds, without values, at one revision (for the drift
+/// check).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyListing {
+    /// The store revision the listing shows.
+    pub revision: i64,
+    /// Every key with its `mod_revision` (v2: `modifiedIndex`), in any order.
+    pub keys: Vec<(String, i64)>,
+}
+
+/// A check a shell runs beside an open watch, when [`crate::Engine::poll_etcd_check`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdCheck {
+    /// A linearizable read, which only a member with a quorum answers; hand the outcome to
+    /// [`crate::Engine::handle_quorum_check`].
+    Quorum,
+    /// List the keys under `/lain/` (with their revisions, without values) at `at_revision`
+    /// (v2: at the store's current index) and hand them to
+    /// [`crate::Engine::handle_key_listing`].
+    Keys {
+        /// The revision to list at.
+        at_revision: i64,
+    },
+}
+
 /// An answer from etcd that cannot be understood.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {

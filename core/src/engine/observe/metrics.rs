@@ -180,6 +180,24 @@ impl Engine {
                 self.etcd.disconnects,
             ),
             Metric::one(
+                "lainlet_etcd_quorum_check_failures",
+                Counter,
+                "Quorum checks of a silent etcd watch (a linearizable read) that failed.",
+                self.checks.quorum_failures,
+            ),
+            Metric::one(
+                "lainlet_drift_checks",
+                Counter,
+                "Comparisons of the served state with a listing of etcd's keys.",
+                self.checks.drift_checks,
+            ),
+            Metric::one(
+                "lainlet_drift_repairs",
+                Counter,
+                "Drift checks that found a difference (each repaired by a new snapshot).",
+                self.checks.drift_repairs,
+            ),
+            Metric::one(
                 "lainlet_applied_revision",
                 Gauge,
                 "etcd revision of the served state.",

@@ -37,7 +37,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::store::Probe;
-use super::CodecError;
+use super::{CodecError, KeyListing};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 #[cfg(doc)]
@@ -109,6 +109,37 @@ pub fn parse_snapshot(answer: Answer<'_>) -> Result<Snapshot, CodecError> {
     leaves(node, &mut kvs)?;
     kvs.retain(|kv| kv.key.starts_with(super::PREFIX));
     Ok(Snapshot { revision, kvs })
+}
+
+/// Whether a [`PROBE_PATH`] answer (a quorum read) shows a member with a quorum: any
+/// answer but an etcd error other than "key not found" (v2 answers error 300, "Raft Internal
+/// Error", when a quorum read times out without a leader).
+pub fn parse_quorum(answer: Answer<'_>) -> Result<(), String> {
+    match answer.status {
+        200 => match serde_json::from_slice::<Value>(answer.body) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("HTTP 200 with something that is not JSON: {e}")),
+        },
+        _ => match EtcdError::parse(answer) {
+            Ok(e) if e.code == Some(KEY_NOT_FOUND) => Ok(()),
+            Ok(e) => Err(e.into_codec_error().to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+/// A [`SNAPSHOT_PATH`] answer as a listing of keys and `modifiedIndex`es at its
+/// `X-Etcd-Index` (v2 cannot list without values: the drift check reads them too).
+pub fn parse_keys(answer: Answer<'_>) -> Result<KeyListing, CodecError> {
+    let snapshot = parse_snapshot(answer)?;
+    Ok(KeyListing {
+        revision: snapshot.revision,
+        keys: snapshot
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect(),
+    })
 }
 
 /// What a [`PROBE_PATH`] answer says about the v2 store (see [`Probe`]): `/lain` as a

@@ -441,3 +441,32 @@ fn requests_are_the_documented_paths() {
     );
     assert_eq!(basic_auth("root", "pw"), "Basic cm9vdDpwdw==");
 }
+
+#[test]
+fn a_quorum_read_passes_unless_etcd_answers_an_error_other_than_not_found() {
+    let answer = |status, body: &'static [u8]| Answer {
+        status,
+        etcd_index: Some("7"),
+        body,
+    };
+    assert_eq!(
+        parse_quorum(answer(
+            200,
+            br#"{"action":"get","node":{"key":"/lain","dir":true}}"#
+        )),
+        Ok(())
+    );
+    assert_eq!(
+        parse_quorum(answer(
+            404,
+            br#"{"errorCode":100,"message":"Key not found","cause":"/lain","index":7}"#
+        )),
+        Ok(()),
+        "no /lain yet is still a quorum"
+    );
+    let raft = br#"{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request timed out","index":0}"#;
+    assert!(parse_quorum(answer(500, raft))
+        .unwrap_err()
+        .contains("Raft Internal Error"));
+    assert!(parse_quorum(answer(200, b"<html>")).is_err());
+}
