@@ -53,7 +53,10 @@ pub fn raise_open_files_limit() -> OpenFiles {
 /// Lets the kernel queue as many connections as the limit allows (the default backlog of
 /// 128 drops connections in a burst that the clients believe open); the kernel caps it at
 /// `net.core.somaxconn`.
-pub fn widen_backlog(listener: &std::net::TcpListener, max_connections: usize) -> std::io::Result<()> {
+pub fn widen_backlog(
+    listener: &std::net::TcpListener,
+    max_connections: usize,
+) -> std::io::Result<()> {
     let backlog = i32::try_from(max_connections).unwrap_or(i32::MAX).max(128);
     rustix::net::listen(listener, backlog).map_err(std::io::Error::from)
 }

@@ -83,7 +83,10 @@ impl Backend {
         let server = self.current();
         let timeout = async {
             Timer::after(EXCHANGE_TIMEOUT).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "tiny_http did not answer"))
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "tiny_http did not answer",
+            ))
         };
         let result = smol::future::or(server.exchange(head), timeout).await;
         if let Err(e) = &result {

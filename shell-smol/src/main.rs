@@ -102,18 +102,26 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
         backend,
         policy: started.policy,
     });
-    ex.spawn(service::trim_after_floods(shared.clone(), Smol)).detach();
+    ex.spawn(service::trim_after_floods(shared.clone(), Smol))
+        .detach();
     let (policy, node_ip) = (started.policy, &started.cli.ip);
-    service::accept(&shared, &Smol, &listener, &policy, node_ip, |accepted| match accepted {
-        Accepted::Serve { socket, peer, open } => {
-            ex.spawn(front::connection(front.clone(), socket, peer, open))
-                .detach();
-        }
-        Accepted::Refuse { socket, response } => {
-            ex.spawn(async move { refuse(&Smol, &socket, &response).await })
-                .detach();
-        }
-    })
+    service::accept(
+        &shared,
+        &Smol,
+        &listener,
+        &policy,
+        node_ip,
+        |accepted| match accepted {
+            Accepted::Serve { socket, peer, open } => {
+                ex.spawn(front::connection(front.clone(), socket, peer, open))
+                    .detach();
+            }
+            Accepted::Refuse { socket, response } => {
+                ex.spawn(async move { refuse(&Smol, &socket, &response).await })
+                    .detach();
+            }
+        },
+    )
     .await;
     service::drain(&shared, &Smol).await
 }

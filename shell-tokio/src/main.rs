@@ -103,15 +103,23 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
     let grpc = grpc.map(|server| server.spawn(shared.clone()));
     tokio::spawn(service::trim_after_floods(shared.clone(), Tokio));
     let (policy, node_ip) = (started.policy, &started.cli.ip);
-    service::accept(&shared, &Tokio, &listener, &policy, node_ip, |accepted| match accepted {
-        Accepted::Serve { socket, peer, open } => {
-            let connection = http::serve_connection(shared.clone(), open, socket.0, peer, policy);
-            tokio::spawn(connection);
-        }
-        Accepted::Refuse { socket, response } => {
-            tokio::spawn(async move { refuse(&Tokio, &socket, &response).await });
-        }
-    })
+    service::accept(
+        &shared,
+        &Tokio,
+        &listener,
+        &policy,
+        node_ip,
+        |accepted| match accepted {
+            Accepted::Serve { socket, peer, open } => {
+                let connection =
+                    http::serve_connection(shared.clone(), open, socket.0, peer, policy);
+                tokio::spawn(connection);
+            }
+            Accepted::Refuse { socket, response } => {
+                tokio::spawn(async move { refuse(&Tokio, &socket, &response).await });
+            }
+        },
+    )
     .await;
     let code = service::drain(&shared, &Tokio).await;
     if let Some(grpc) = grpc {
