@@ -189,7 +189,10 @@ mod tests {
         assert!(is_local_peer(ip("::1"), ""));
         assert!(is_local_peer(ip("::ffff:127.0.0.1"), ""));
         assert!(is_local_peer(ip("10.0.0.5"), "10.0.0.5"));
-        assert!(!is_local_peer(ip("127.0.0.9"), ""), "other loopback addresses are callers");
+        assert!(
+            !is_local_peer(ip("127.0.0.9"), ""),
+            "other loopback addresses are callers"
+        );
         assert!(!is_local_peer(ip("10.0.0.6"), "10.0.0.5"));
         assert!(!is_local_peer(ip("10.0.0.6"), ""));
     }
