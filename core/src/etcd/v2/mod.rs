@@ -101,9 +101,15 @@ pub fn parse_snapshot(answer: Answer<'_>) -> Result<Snapshot, CodecError> {
     let revision = index(answer.etcd_index).ok_or(CodecError::Shape(
         "a v2 snapshot without an X-Etcd-Index header",
     ))?;
-    let v = json(answer.status, answer.body)?;
-    let node = v
-        .get("node")
+    let read: RawRead<'_> = serde_json::from_slice(answer.body).map_err(|e| {
+        CodecError::Json(format!(
+            "HTTP 200, {e}, after {} bytes: {}",
+            answer.body.len(),
+            snippet(answer.body)
+        ))
+    })?;
+    let node = read
+        .node
         .ok_or(CodecError::Shape("a v2 read without a node"))?;
     let mut kvs = Vec::new();
     leaves(node, &mut kvs)?;
@@ -240,41 +246,51 @@ fn is_dir(node: &Value) -> bool {
     node["dir"].as_bool().unwrap_or(false)
 }
 
-/// A node's `modifiedIndex` (present and positive on every node etcd sends).
-fn modified_index(node: &Value) -> Result<i64, CodecError> {
-    node["modifiedIndex"]
-        .as_i64()
-        .filter(|i| *i > 0)
-        .ok_or(CodecError::Shape("a v2 node without a modifiedIndex"))
+/// A read's answer (`{"action":"get","node":…}`), only what a snapshot needs: values are
+/// moved out of the parsed tree, not copied.
+#[derive(serde::Deserialize)]
+struct RawRead<'a> {
+    #[serde(borrow, default)]
+    node: Option<RawTree<'a>>,
 }
 
-fn node_key(node: &Value) -> Result<&str, CodecError> {
-    node["key"]
-        .as_str()
-        .ok_or(CodecError::Shape("a v2 node without a key"))
+#[derive(serde::Deserialize)]
+struct RawTree<'a> {
+    #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    value: Option<Cow<'a, str>>,
+    #[serde(default)]
+    dir: bool,
+    #[serde(rename = "modifiedIndex", default)]
+    modified_index: Option<i64>,
+    #[serde(borrow, default)]
+    nodes: Vec<RawTree<'a>>,
 }
 
 /// Appends every leaf below `node` (itself if it is one). serde_json's recursion limit bounds
 /// the depth.
-fn leaves(node: &Value, out: &mut Vec<KeyValue>) -> Result<(), CodecError> {
-    if is_dir(node) {
-        for child in node["nodes"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
+fn leaves(node: RawTree<'_>, out: &mut Vec<KeyValue>) -> Result<(), CodecError> {
+    if node.dir {
+        for child in node.nodes {
             leaves(child, out)?;
         }
         return Ok(());
     }
     out.push(KeyValue {
-        key: node_key(node)?.to_owned(),
-        value: node["value"]
-            .as_str()
+        key: node
+            .key
+            .ok_or(CodecError::Shape("a v2 node without a key"))?
+            .into_owned(),
+        value: node
+            .value
+            .map(Cow::into_owned)
             .unwrap_or_default()
-            .as_bytes()
-            .to_vec(),
-        mod_revision: modified_index(node)?,
+            .into_bytes(),
+        mod_revision: node
+            .modified_index
+            .filter(|i| *i > 0)
+            .ok_or(CodecError::Shape("a v2 node without a modifiedIndex"))?,
     });
     Ok(())
 }
