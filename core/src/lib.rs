@@ -88,8 +88,8 @@ mod views;
 
 pub use auth::is_local_peer;
 pub use engine::{
-    apply_patch, Action, CheckPolicy, DecodeFailure, DeliveryStats, DriftOutcome, Engine,
-    EngineConfig, EtcdStatus, HistoryWindow, Rendering, RequestContext, StoreDecision,
+    apply_patch, Action, BackfillOutcome, CheckPolicy, DecodeFailure, DeliveryStats, DriftOutcome,
+    Engine, EngineConfig, EtcdStatus, HistoryWindow, Rendering, RequestContext, StoreDecision,
     SubscriberId, Update, ViewVersion, V2_VERSION,
 };
 pub use error::ApiError;

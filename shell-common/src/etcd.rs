@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use lainlet_core::{
-    DriftOutcome, EtcdCheck, EtcdStep, KeyListing, KeyValue, Probe, Snapshot, Store, StoreDecision,
-    WatchOutcome, WatchResponse,
+    BackfillOutcome, DriftOutcome, EtcdCheck, EtcdStep, KeyListing, KeyValue, Probe, Snapshot,
+    Store, StoreDecision, WatchOutcome, WatchResponse,
 };
 use tracing::{debug, info, warn};
 
@@ -304,6 +304,19 @@ async fn quorum<C: EtcdClient, R: Runtime>(
     }
 }
 
+/// A key listing at `at_revision` within `limit`, or why none came.
+async fn list<C: EtcdClient, R: Runtime>(
+    client: &mut C,
+    rt: &R,
+    at_revision: i64,
+    limit: std::time::Duration,
+) -> Result<KeyListing, String> {
+    match first(client.list_keys(at_revision), rt.sleep(limit)).await {
+        Either::Left(r) => r.map_err(|e| format!("{e:#}")),
+        Either::Right(()) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
 /// What a watch loop does after a message.
 enum Flow {
     Continue,
@@ -327,22 +340,23 @@ async fn watch<C: EtcdClient, R: Runtime>(
     let mut last_message = Instant::now();
     loop {
         let (due, check) = shared.with_engine(|e| e.poll_etcd_check(Instant::now(), last_message));
-        let Some(next) = bounded(
-            shared,
-            rt,
-            w.until,
-            first(stream.next(), rt.sleep_until(due)),
-        )
-        .await
+        // A resume that waits for a listing wakes this wait (`due` is then now).
+        let due_or_wanted = first(rt.sleep_until(due), shared.etcd_wanted());
+        let Some(next) = bounded(shared, rt, w.until, first(stream.next(), due_or_wanted)).await
         else {
             return Ok(());
         };
-        if let Either::Left(message) = next {
-            last_message = Instant::now();
-            match handle_message(shared, w, message?)? {
-                Flow::Continue => continue,
-                Flow::Stop => return Ok(()),
+        match next {
+            Either::Left(message) => {
+                last_message = Instant::now();
+                match handle_message(shared, w, message?)? {
+                    Flow::Continue => continue,
+                    Flow::Stop => return Ok(()),
+                }
             }
+            // Woken for a listing: ask again which check is due.
+            Either::Right(Either::Right(())) => continue,
+            Either::Right(Either::Left(())) => {}
         }
         // The check runs while the watch goes on being read.
         let limit = shared.with_engine(|e| e.etcd_check_timeout(check));
@@ -373,6 +387,7 @@ async fn watch<C: EtcdClient, R: Runtime>(
 enum Checked {
     Quorum(Result<(), String>),
     Keys(Result<KeyListing, String>),
+    Backfill(i64, Result<KeyListing, String>),
 }
 
 async fn run_check<C: EtcdClient, R: Runtime>(
@@ -381,14 +396,13 @@ async fn run_check<C: EtcdClient, R: Runtime>(
     check: EtcdCheck,
     limit: std::time::Duration,
 ) -> Checked {
-    let late = || format!("no answer within {limit:?}");
     match check {
         EtcdCheck::Quorum => Checked::Quorum(quorum(client, rt, limit).await),
         EtcdCheck::Keys { at_revision } => {
-            match first(client.list_keys(at_revision), rt.sleep(limit)).await {
-                Either::Left(r) => Checked::Keys(r.map_err(|e| format!("{e:#}"))),
-                Either::Right(()) => Checked::Keys(Err(late())),
-            }
+            Checked::Keys(list(client, rt, at_revision, limit).await)
+        }
+        EtcdCheck::Backfill { at_revision } => {
+            Checked::Backfill(at_revision, list(client, rt, at_revision, limit).await)
         }
     }
 }
@@ -402,6 +416,27 @@ fn handle_check(shared: &Shared, checked: Checked) -> anyhow::Result<Flow> {
             shared
                 .with_engine(|e| e.handle_quorum_check(now, result))
                 .map_err(|e| anyhow!(e))?;
+            Ok(Flow::Continue)
+        }
+        Checked::Backfill(revision, listing) => {
+            match shared.with_engine(|e| e.handle_backfill(now, revision, listing)) {
+                BackfillOutcome::Answered {
+                    revision,
+                    changed,
+                    watches,
+                } => debug!(
+                    "{watches} watches resumed from revision {revision} (before lainlet's \
+                     history) with etcd's listing: {changed} keys changed since"
+                ),
+                BackfillOutcome::Failed {
+                    revision,
+                    reason,
+                    watches,
+                } => info!(
+                    "{watches} watches resuming from revision {revision} get a fresh init: \
+                     etcd could not list that revision ({reason})"
+                ),
+            }
             Ok(Flow::Continue)
         }
         Checked::Keys(listing) => {

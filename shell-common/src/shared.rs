@@ -32,6 +32,8 @@ pub struct Shared {
 struct Inner {
     engine: Engine,
     wakers: HashMap<SubscriberId, Arc<Notify>>,
+    /// Wakes the etcd loop ([`Engine::poll_etcd_wakeup`]).
+    etcd: Arc<Notify>,
 }
 
 impl Inner {
@@ -40,6 +42,9 @@ impl Inner {
             if let Some(notify) = self.wakers.get(&id) {
                 notify.notify();
             }
+        }
+        if self.engine.poll_etcd_wakeup() {
+            self.etcd.notify();
         }
     }
 }
@@ -51,6 +56,7 @@ impl Shared {
             inner: Mutex::new(Inner {
                 engine,
                 wakers: HashMap::new(),
+                etcd: Arc::new(Notify::new()),
             }),
             connections: AtomicUsize::new(0),
             timer: Notify::new(),
@@ -60,6 +66,13 @@ impl Shared {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves when the engine wants the etcd loop to look at its checks again (a watch
+    /// resuming from before the history waits for a listing).
+    pub async fn etcd_wanted(&self) {
+        let notify = self.lock().etcd.clone();
+        notify.notified().await;
     }
 
     /// Runs `f` on the engine, then wakes the watches that have something to write.

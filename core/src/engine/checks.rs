@@ -72,10 +72,13 @@ pub enum DriftOutcome {
 }
 
 impl Engine {
-    /// The next check to run beside the open watch, and when: a key listing when the drift
-    /// check is due, else a quorum check once the watch has been silent for the policy's
+    /// The next check to run beside the open watch, and when: a listing a held resume waits
+    /// for, at once; a key listing when the drift check is due; else a quorum check once the watch has been silent for the policy's
     /// `quorum_after` since `last_message` (the watch's creation or its last message).
     pub fn poll_etcd_check(&mut self, now: Instant, last_message: Instant) -> (Instant, EtcdCheck) {
+        if let Some(at_revision) = self.wanted_backfill() {
+            return (now, EtcdCheck::Backfill { at_revision });
+        }
         let policy = self.config.checks;
         let quorum = (last_message + policy.quorum_after, EtcdCheck::Quorum);
         let Some(every) = policy.drift_every else {
@@ -104,6 +107,7 @@ impl Engine {
         match check {
             EtcdCheck::Quorum => self.config.checks.timeout,
             EtcdCheck::Keys { .. } => self.config.checks.listing_timeout,
+            EtcdCheck::Backfill { .. } => super::backfill::HOLD_LIMIT,
         }
     }
 

@@ -275,6 +275,8 @@ impl Engine {
             self.etcd.disconnects += 1;
         }
         self.etcd.status = EtcdStatus::Disconnected { reason };
+        // Resumes waiting for etcd's history get a fresh `init` instead.
+        self.release_held_resumes(now);
         let jitter = self.etcd.jitter.unit();
         self.etcd.sync.handle_failure(now, jitter)
     }

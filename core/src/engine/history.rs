@@ -8,7 +8,7 @@
 //! entries are dropped. A resume from before the horizon, or from the future, cannot be
 //! answered, and gets a fresh `init`: the history never claims "unchanged" when it cannot know.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::mirror::Change;
@@ -62,6 +62,19 @@ pub struct History {
     entries: VecDeque<Entry>,
     horizon: Option<i64>,
     window: HistoryWindow,
+    /// Answers for resumes from before the horizon, by revision.
+    backfills: BTreeMap<i64, Backfilled>,
+}
+
+/// How many backfilled revisions are kept (clients resuming after a restart mostly share a
+/// few).
+const MAX_BACKFILLS: usize = 32;
+
+/// The cache keys that changed after a revision before the horizon, up to `upto`.
+#[derive(Debug)]
+struct Backfilled {
+    upto: i64,
+    keys: Vec<(Family, String)>,
 }
 
 /// What the history reports about itself (`/metrics`).
@@ -80,6 +93,7 @@ impl History {
             entries: VecDeque::new(),
             horizon: None,
             window,
+            backfills: BTreeMap::new(),
         }
     }
 
@@ -93,6 +107,7 @@ impl History {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.horizon = None;
+        self.backfills.clear();
     }
 
     /// A batch of `changes` brought the state to `revision` at `now`.
@@ -123,6 +138,35 @@ impl History {
         }
     }
 
+    /// What changed after `revision`, from before the horizon, as read back from etcd (see
+    /// `super::backfill`): the cache keys that changed in (`revision`, `upto`], `upto` being
+    /// the applied revision the listing was compared with. Kept for the last few revisions
+    /// asked for, and while the history holds every change after `upto`.
+    pub fn add_backfill(&mut self, revision: i64, upto: i64, keys: Vec<(Family, String)>) {
+        if self.horizon.is_none_or(|h| revision >= h || upto < h) {
+            return;
+        }
+        while self.backfills.len() >= MAX_BACKFILLS {
+            self.backfills.pop_first();
+        }
+        self.backfills.insert(revision, Backfilled { upto, keys });
+    }
+
+    /// Whether a resume from `revision` can be answered from a backfill.
+    pub fn has_backfill(&self, revision: i64) -> bool {
+        self.backfill(revision).is_some()
+    }
+
+    fn backfill(&self, revision: i64) -> Option<&Backfilled> {
+        let horizon = self.horizon?;
+        self.backfills.get(&revision).filter(|b| b.upto >= horizon)
+    }
+
+    /// The revision the history reaches back to (`None` before the first snapshot).
+    pub fn horizon(&self) -> Option<i64> {
+        self.horizon
+    }
+
     /// The cache keys that changed after `revision`; `None` when the history cannot tell (it
     /// does not reach back that far).
     pub fn touched_after(&self, revision: i64) -> Option<HashSet<(Family, &str)>> {
@@ -143,18 +187,37 @@ impl History {
         let Some(horizon) = self.horizon else {
             return Since::Unknown;
         };
-        if resume < horizon || resume > applied {
+        if resume > applied {
             return Since::Unknown;
         }
+        // From before the horizon only with a backfill: its keys, then the entries after it.
+        let (before, after) = match resume < horizon {
+            true => match self.backfill(resume) {
+                Some(b) => (b.keys.as_slice(), b.upto),
+                None => return Since::Unknown,
+            },
+            false => (&[][..], resume),
+        };
         let family = view.family();
+        // Container keys derive from pod group values, and the values of before are not
+        // read back: a changed pod group may have moved any container.
+        if family == Family::Container && before.iter().any(|(f, _)| *f == Family::PodGroup) {
+            return Since::Changed(None);
+        }
         let selector = view.selector.as_str();
-        let first = self.entries.partition_point(|e| e.revision <= resume);
-        let touching: Vec<&str> = self
-            .entries
-            .range(first..)
-            .filter(|e| e.family == family)
-            .filter(|e| selector == "*" || e.key.starts_with(selector))
-            .map(|e| e.key.as_str())
+        let selected =
+            |f: Family, key: &str| f == family && (selector == "*" || key.starts_with(selector));
+        let first = self.entries.partition_point(|e| e.revision <= after);
+        let touching: Vec<&str> = before
+            .iter()
+            .filter(|(f, key)| selected(*f, key))
+            .map(|(_, key)| key.as_str())
+            .chain(
+                self.entries
+                    .range(first..)
+                    .filter(|e| selected(e.family, &e.key))
+                    .map(|e| e.key.as_str()),
+            )
             .collect();
         if touching.is_empty() {
             return Since::Unchanged;

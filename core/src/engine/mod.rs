@@ -9,6 +9,7 @@
 //! | [`etcd`] | the etcd connection policy and state |
 //! | [`observe`] | `/healthz`, `/metrics`, `/debug` from what each part reports |
 
+mod backfill;
 mod checks;
 mod diff;
 mod drift;
@@ -20,6 +21,7 @@ mod subscribers;
 mod version;
 mod views;
 
+pub use backfill::BackfillOutcome;
 pub use checks::{CheckPolicy, DriftOutcome};
 pub use diff::apply as apply_patch;
 pub use etcd::{EtcdStatus, StoreDecision};
@@ -135,6 +137,8 @@ pub struct Engine {
     etcd: EtcdLink,
     checks: checks::Checks,
     history: History,
+    /// Resumes from before the history, waiting for etcd's listing of that revision.
+    backfill: backfill::Backfill,
     /// Whether a pod group was seen whose key is not `<Spec.Namespace>/<Spec.Name>` (then a
     /// resuming diff watch of a view keyed by those cannot name its members: it gets `init`).
     misnamed_pod_group: bool,
@@ -156,6 +160,7 @@ impl Engine {
             subs: Subscribers::default(),
             etcd,
             history,
+            backfill: backfill::Backfill::default(),
             misnamed_pod_group: false,
             checks: checks::Checks::default(),
             counters: observe::Counters::default(),
@@ -173,12 +178,13 @@ impl Engine {
             .apply_snapshot(now, &mut self.state, snapshot, &mut changes);
         self.etcd.handle_snapshot();
         self.counters.snapshots += 1;
+        // Known from the first snapshot on, or again after a switch of store cleared it.
+        let revision = self.applied_revision().unwrap_or(0);
+        self.history.start(revision);
+        self.after_changes(now, &changes);
         if first {
             self.counters.ready_at = Some(now);
         }
-        // Known from the first snapshot on, or again after a switch of store cleared it.
-        self.history.start(self.applied_revision().unwrap_or(0));
-        self.after_changes(now, &changes);
     }
 
     /// Applies the events of one etcd watch response (events of one revision belong to one
@@ -232,16 +238,21 @@ impl Engine {
         }
     }
 
-    /// Time has come (see [`Engine::poll_timeout`]): marks due heartbeats, and makes the
-    /// frames of status streams whose period came round.
+    /// Time has come (see [`Engine::poll_timeout`]): marks due heartbeats, makes the frames
+    /// of status streams whose period came round, and answers resumes that waited too long
+    /// for etcd's listing with `init`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_held_resumes(now);
         self.subs.handle_timeout(now);
         self.refresh_status(now);
     }
 
     /// When [`Engine::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.subs.poll_timeout()
+        match (self.subs.poll_timeout(), self.held_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A watch that has something to write; drain until `None` after every `handle_*` call
@@ -376,7 +387,8 @@ impl Engine {
     }
 
     /// Opens a watch of `key`: an `init`, or for a resuming `rev=1` watch whatever the history
-    /// says the client is missing.
+    /// says the client is missing. A resume from before the history waits for etcd's
+    /// listing of that revision when the store can give one (see [`backfill`]).
     fn open_watch(
         &mut self,
         now: Instant,
@@ -385,8 +397,34 @@ impl Engine {
         options: &StreamOptions,
     ) -> SubscriberId {
         let applied = self.applied_revision().unwrap_or(0);
-        let since = match options.resume {
-            Some(resume) if mode != Mode::Raw => self.history.since(resume, applied, &key),
+        let resume = options.resume.filter(|_| mode != Mode::Raw);
+        let id = self
+            .subs
+            .open_waiting(now, mode, options.heartbeat, applied);
+        match resume {
+            Some(r) if !self.history.has_backfill(r) && self.can_backfill(r) => {
+                self.hold_resume(now, id, key, mode, r);
+            }
+            _ => {
+                self.start_watch(now, id, key, mode, resume.unwrap_or(-1));
+            }
+        }
+        id
+    }
+
+    /// Starts watch `id` on `key`: what the history says a client at revision `resume` is
+    /// missing (`-1`: not resuming, an `init`). Returns `false` if the watch is gone.
+    fn start_watch(
+        &mut self,
+        _now: Instant,
+        id: SubscriberId,
+        key: ViewKey,
+        mode: Mode,
+        resume: i64,
+    ) -> bool {
+        let applied = self.applied_revision().unwrap_or(0);
+        let since = match resume {
+            r if r >= 0 => self.history.since(r, applied, &key),
             _ => Since::Unknown,
         };
         let name_safe =
@@ -402,9 +440,7 @@ impl Engine {
         };
         if let Err(e) = &current.rendering {
             let opening = Opening::Final(e.clone());
-            return self
-                .subs
-                .open(now, None, mode, opening, options.heartbeat, applied);
+            return self.subs.start(id, None, mode, opening, applied);
         }
         let diff = mode == Mode::Revisions { diff: true };
         let opening = match since {
@@ -414,11 +450,11 @@ impl Engine {
             Since::Changed(Some(members)) if name_safe => Opening::Patch(members, current),
             Since::Changed(_) => Opening::Init(current),
         };
-        let id = self
-            .subs
-            .open(now, Some(key), mode, opening, options.heartbeat, applied);
-        view.subscribers.insert(id);
-        id
+        let started = self.subs.start(id, Some(key), mode, opening, applied);
+        if started {
+            view.subscribers.insert(id);
+        }
+        started
     }
 
     fn rendering(&mut self, key: &ViewKey) -> Result<Bytes, ApiError> {

@@ -159,6 +159,19 @@ impl Subscribers {
         heartbeat: Option<Duration>,
         applied: i64,
     ) -> SubscriberId {
+        let id = self.open_waiting(now, mode, heartbeat, applied);
+        self.start(id, view, mode, opening, applied);
+        id
+    }
+
+    /// Opens a watch that shows nothing yet but heartbeats, until [`Subscribers::start`].
+    pub fn open_waiting(
+        &mut self,
+        now: Instant,
+        mode: Mode,
+        heartbeat: Option<Duration>,
+        applied: i64,
+    ) -> SubscriberId {
         self.next_id += 1;
         let id = SubscriberId(self.next_id);
         let heartbeat = heartbeat.filter(|_| mode != Mode::Raw);
@@ -167,6 +180,34 @@ impl Subscribers {
                 self.heartbeats.push(Reverse((deadline, id)));
             }
         }
+        let sub = Subscriber {
+            view: None,
+            mode,
+            pending: None,
+            held: None,
+            opened_at: applied,
+            heartbeat,
+            heartbeat_due: false,
+            awake: false,
+        };
+        self.subs.insert(id, sub);
+        id
+    }
+
+    /// Starts watch `id` (opened by [`Subscribers::open_waiting`]) on `view` in `mode` (the
+    /// same as opened, with the original numbering's base known now) with `opening`, the state
+    /// being at `applied`. Returns `false` if the watch is gone.
+    pub fn start(
+        &mut self,
+        id: SubscriberId,
+        view: Option<ViewKey>,
+        mode: Mode,
+        opening: Opening,
+        applied: i64,
+    ) -> bool {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return false;
+        };
         let (pending, held) = match opening {
             Opening::Init(version) => (Some(Pending::Init(version)), None),
             Opening::Update(version) => (Some(Pending::Change(version)), None),
@@ -178,19 +219,16 @@ impl Subscribers {
             Opening::Final(error) => (Some(Pending::Final(error)), None),
             Opening::Status(body) => (Some(Pending::Status(body)), None),
         };
-        let sub = Subscriber {
-            view,
-            mode,
-            pending,
-            held: held.filter(|_| mode.is_diff()),
-            opened_at: applied,
-            heartbeat,
-            heartbeat_due: false,
-            awake: true,
-        };
-        self.subs.insert(id, sub);
-        self.wakeups.push_back(id);
-        id
+        sub.view = view;
+        sub.mode = mode;
+        sub.pending = pending;
+        sub.held = held.filter(|_| sub.mode.is_diff());
+        sub.opened_at = sub.opened_at.max(applied);
+        if !sub.awake {
+            sub.awake = true;
+            self.wakeups.push_back(id);
+        }
+        true
     }
 
     /// Closes a watch; returns the view it followed.

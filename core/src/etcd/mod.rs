@@ -42,6 +42,13 @@ pub enum EtcdCheck {
         /// The revision to list at.
         at_revision: i64,
     },
+    /// List the keys under `/lain/` of the v3 store at `at_revision`, a revision before the
+    /// history (watches resuming from it wait), and hand them to
+    /// [`crate::Engine::handle_backfill`].
+    Backfill {
+        /// The revision to list at.
+        at_revision: i64,
+    },
 }
 
 /// An answer from etcd that cannot be understood.

@@ -1,6 +1,8 @@
 //! Test support: drive an engine in memory from fixture dumps, as a shell would.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};
 

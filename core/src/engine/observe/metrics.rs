@@ -306,6 +306,18 @@ impl Engine {
                 history.horizon,
             ),
             Metric::one(
+                "lainlet_resume_listings",
+                Counter,
+                "etcd listings read for watches resuming from before the history (v3).",
+                self.backfill.listings,
+            ),
+            Metric::one(
+                "lainlet_resumes_waiting",
+                Gauge,
+                "Watches resuming from before the history that wait for etcd's listing.",
+                self.backfill.waiting(),
+            ),
+            Metric::one(
                 "lainlet_heartbeats",
                 Counter,
                 "Heartbeat frames handed to connections.",
