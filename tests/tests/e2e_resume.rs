@@ -609,3 +609,38 @@ store_conformance_test!(fn a_diff_watch_of_a_failing_view_sends_its_error_and_cl
     assert_eq!(p.event, "patch", "{}", p.raw);
     assert_eq!(apply_patch(&init.json(), &p.json()), want);
 });
+
+store_conformance_test!(fn a_resume_ignores_keys_that_only_share_the_selected_keys_prefix(kind, store) {
+    // `target=vip` selects exactly the key `vip` while it exists (spec §2.1); the fixture's
+    // `vips/192.168.77.201` shares its prefix but is not in the view.
+    let (etcd, svc) = setup(kind, store);
+    let w = etcd.with_store(store);
+    let get = format!("{CONFIG}?target=vip");
+    let (full, diff) = (format!("{get}&watch=1&rev=1"), format!("{get}&watch=1&diff=1"));
+    let init = next_change(&mut svc.watch(&full), "init");
+    assert_eq!(init.json(), json!({"vip": "192.168.77.201"}));
+    let r = w.put(&keys::config("vips/192.168.77.201"), r#"{"app": "webrouter"}"#);
+    wait_revision(&svc, r);
+    assert_eq!(get_json(&svc, &get), init.json(), "the view did not change");
+
+    let id = init.id.to_string();
+    let mut streams = [
+        watch_from_id(&svc, &full, Some(&id)),
+        watch_from_id(&svc, &diff, Some(&id)),
+    ];
+    let marker = w.put(&keys::config("vip"), "192.168.77.238");
+    wait_revision(&svc, marker);
+    let [full_stream, diff_stream] = &mut streams;
+    let f = next_change(full_stream, "full");
+    assert_eq!(
+        (f.event.as_str(), f.id, f.data.as_deref()),
+        ("update", marker as u64, Some(r#"{"vip":"192.168.77.238"}"#)),
+        "unchanged view: the stream starts with the next change"
+    );
+    let p = next_change(diff_stream, "diff");
+    assert_eq!(
+        (p.event.as_str(), p.id, p.data.as_deref()),
+        ("patch", marker as u64, Some(r#"{"put":{"vip":"192.168.77.238"}}"#)),
+        "unchanged view: the stream starts with the next change"
+    );
+});
