@@ -47,7 +47,12 @@ pub fn frame_body(event: EventName, data: &[u8]) -> Bytes {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(event.as_str().as_bytes());
     out.push(b'\n');
-    if !data.is_empty() {
+    // JSON as lainlet encodes it has no raw newline: one line, found with a fast search.
+    if !data.is_empty() && !data.contains(&b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(data);
+        out.push(b'\n');
+    } else if !data.is_empty() {
         for line in data.split(|&b| b == b'\n') {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(line);

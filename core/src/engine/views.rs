@@ -136,23 +136,39 @@ impl ViewTable {
                 continue;
             }
             self.renders_total += 1;
+            // Unchanged output writes nothing (rule 5 in the crate docs). A fragmented view
+            // knows from its pieces; another compares its bytes.
+            let previous = view.current.as_ref().map(|v| v.rendering.clone());
             let new = match key.endpoint.spec().renderer {
                 Renderer::Fragments { .. } => {
-                    let set = match &mut view.fragments {
+                    // `known`: the set was kept since `previous` was assembled from it.
+                    let (set, differs, known) = match &mut view.fragments {
                         Some(set) => {
-                            set.refresh(&key, &changed, state, ctx);
-                            set
+                            let differs = set.refresh(&key, &changed, state, ctx);
+                            (set, differs, previous.is_some())
                         }
-                        None => view.fragments.insert(FragmentSet::build(&key, state, ctx)),
+                        None => {
+                            let set = view.fragments.insert(FragmentSet::build(&key, state, ctx));
+                            (set, true, false)
+                        }
                     };
-                    set.assemble()
+                    if known && !differs {
+                        continue;
+                    }
+                    let new = set.assemble();
+                    if !known && previous.as_ref() == Some(&new) {
+                        continue;
+                    }
+                    new
                 }
-                Renderer::Whole(_) => render(state, &key, ctx),
+                Renderer::Whole(_) => {
+                    let new = render(state, &key, ctx);
+                    if previous.as_ref() == Some(&new) {
+                        continue;
+                    }
+                    new
+                }
             };
-            let previous = view.current.as_ref().map(|v| v.rendering.clone());
-            if previous.as_ref() == Some(&new) {
-                continue; // unchanged output writes nothing (rule 5 in the crate docs)
-            }
             let event = if all_deleted {
                 EventName::Delete
             } else {

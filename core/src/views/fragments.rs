@@ -67,13 +67,15 @@ impl FragmentSet {
     /// Brings the set up to date after the pod groups `changed` (keys) changed. Only those are
     /// re-encoded, unless the selection is an exact pod group key (spec §2.1: an exact hit
     /// selects only that key, which a change can switch on or off): then all are rebuilt.
+    /// Returns whether the assembled body may differ (`false`: every re-encoded piece came out
+    /// as it was, so the body is the same bytes and nothing needs to be assembled).
     pub fn refresh(
         &mut self,
         key: &ViewKey,
         changed: &[String],
         state: &ClusterState,
         ctx: &RenderContext<'_>,
-    ) {
+    ) -> bool {
         let selector = key.selector.as_str();
         let exact_hit = selector != "*"
             && (state.pod_groups.contains_key(selector)
@@ -81,15 +83,25 @@ impl FragmentSet {
                 || self.order_of.contains_key(selector));
         if exact_hit {
             *self = FragmentSet::build(key, state, ctx);
-            return;
+            return true;
         }
+        let mut differs = false;
         for k in changed.iter().map(String::as_str) {
-            self.remove(k);
+            let before = self.remove(k);
             let selected = selector == "*" || k.starts_with(selector);
             if let Some(pg) = state.pod_groups.get(k).filter(|_| selected) {
                 self.insert(k, pg, ctx);
             }
+            differs |= before != self.piece(k);
         }
+        differs
+    }
+
+    /// The piece of pod group `key`, with its order key.
+    fn piece(&self, key: &str) -> Option<(String, Piece)> {
+        let order = self.order_of.get(key)?;
+        let piece = self.pieces.get(&(order.clone(), key.to_owned()))?;
+        Some((order.clone(), piece.clone()))
     }
 
     /// The view's body: the pieces spliced into an array or an object.
@@ -146,15 +158,14 @@ impl FragmentSet {
             .insert((order, key.to_owned()), Piece { bytes, pods, alive });
     }
 
-    fn remove(&mut self, key: &str) {
-        let Some(order) = self.order_of.remove(key) else {
-            return;
-        };
-        if let Some(piece) = self.pieces.remove(&(order, key.to_owned())) {
-            self.pods -= piece.pods;
-            self.alive -= piece.alive;
-            self.bytes -= piece.bytes.len();
-        }
+    /// Removes the piece of pod group `key`; returns it with its order key.
+    fn remove(&mut self, key: &str) -> Option<(String, Piece)> {
+        let order = self.order_of.remove(key)?;
+        let piece = self.pieces.remove(&(order.clone(), key.to_owned()))?;
+        self.pods -= piece.pods;
+        self.alive -= piece.alive;
+        self.bytes -= piece.bytes.len();
+        Some((order, piece))
     }
 }
 
