@@ -1,0 +1,42 @@
+//! End to end, what a quiet cluster costs etcd: while the watch is silent, the service checks
+//! the quorum once every `--quorum-check-after` seconds (issue #11), not in a loop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lainlet_tests::*;
+
+/// Reads the service can make of `store`, from etcd's `/metrics`: v3 `Range` calls (gRPC and
+/// the JSON gateway alike), v2 reads of the keys store.
+fn reads(etcd: &EtcdServer, store: Store) -> f64 {
+    let page = HttpClient::new()
+        .get(&etcd.endpoint(), "/metrics")
+        .expect("etcd /metrics")
+        .text();
+    let prefix = match store {
+        Store::V3 => "grpc_server_started_total{grpc_method=\"Range\"",
+        Store::V2 => "etcd_debugging_store_reads_total{",
+    };
+    page.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+store_conformance_test!(fn a_silent_watch_checks_the_quorum_once_a_period_not_in_a_loop(kind, store) {
+    let etcd = etcd_with_original_in(store);
+    let svc = command_in(kind, &etcd, store)
+        .args(["--quorum-check-after", "1", "--drift-check-every", "0"])
+        .start()
+        .expect("start the service");
+    wait_revision(&svc, etcd.with_store(store).current_revision());
+    // Silence past the period, then count for 3 s: about one check a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = reads(&etcd, store);
+    std::thread::sleep(3 * SEC);
+    let checks = reads(&etcd, store) - before;
+    assert!(checks <= 10.0, "{checks} reads of etcd in 3 s of silence (one a second expected)");
+    assert_eq!(svc.get("/healthz").json()["status"], "ok");
+});
