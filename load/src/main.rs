@@ -16,11 +16,20 @@
 //! `--etcd-api v2|v3|both` chooses the etcd store written to and read by lainlet (v2: the keys
 //! API, the way deployd writes; `both`: one lainlet phase per store, side by side); `--mode
 //! storm` runs the deploy storm ([`storm`]) instead of the paced series.
+//!
+//! Floors: `--mode floor` measures the same N watchers on a minimal writer inside the tool
+//! ([`floor`]); `--mode all` runs the floor, lainlet, lainlet-smol and (with `--orig-bin`) the
+//! original one after another and prints one table of ratios to the floor ([`table`]);
+//! `--mode get-floor` serves lainlet's GET answers from a bare hyper server ([`get_floor`]).
 
 mod clients;
+mod floor;
+mod get_floor;
 mod procs;
+mod render;
 mod stats;
 mod storm;
+mod table;
 mod writer;
 
 use std::net::SocketAddr;
@@ -41,6 +50,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::clients::{ClientLog, Clock, Progress, MARKER};
+use crate::floor::Floor;
 use crate::procs::{http_get, loopback, metric, Server, TempDir};
 use crate::stats::{ms, show, Delivery, Sent};
 use crate::writer::{Store, Writer};
@@ -56,7 +66,13 @@ const FD_SLACK: u64 = 512;
 struct Cli {
     /// What to measure: `lainlet` (N SSE watchers on lainlet), `etcd` (N direct etcd
     /// watches, v3), or `both`, one after the other against the same etcd; `storm`: the deploy
-    /// storm (--storm-secs, --storm-writers) on lainlet.
+    /// storm (--storm-secs, --storm-writers) on lainlet. `floor`: the same N watchers on a
+    /// minimal writer inside this tool (no lainlet, no etcd) that writes lainlet's pre-rendered
+    /// frame of each change to all N as fast as the kernel takes it; `all`: floor, lainlet,
+    /// lainlet-smol (--smol-bin) and, with --orig-bin, the original lainlet (written through
+    /// etcd's v2 store), one after another, then one table of ratios to the floor.
+    /// `get-floor`: serve lainlet's answers of the --get-path views (its demo data) from a bare
+    /// hyper server on --listen until killed (or --max-secs), for `wrk`.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
 
@@ -152,6 +168,32 @@ struct Cli {
     #[arg(long, default_value = "target/release/lainlet", value_name = "PATH")]
     lainlet_bin: PathBuf,
 
+    /// --mode all: the lainlet-smol binary to start.
+    #[arg(
+        long,
+        default_value = "target/release/lainlet-smol",
+        value_name = "PATH"
+    )]
+    smol_bin: PathBuf,
+
+    /// --mode all: also measure the original (Go) lainlet, started from this binary with its
+    /// own flags (-web, -etcd) on the etcd v2 store, which this tool then writes.
+    #[arg(long, value_name = "PATH")]
+    orig_bin: Option<PathBuf>,
+
+    /// Floor: writer threads, each owning a slice of the connections.
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    floor_threads: usize,
+
+    /// get-floor: where to listen (127.x.x.x:PORT).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+
+    /// get-floor: the views served (repeatable; path and query as lainlet gets them)
+    /// [default: /v2/configwatcher?target=vip and /v2/coreinfowatcher].
+    #[arg(long = "get-path", value_name = "PATH")]
+    get_paths: Vec<String>,
+
     /// Where the scratch directory (etcd data, logs) is made [default: the system's temp dir].
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
@@ -167,6 +209,9 @@ enum Mode {
     Etcd,
     Both,
     Storm,
+    Floor,
+    All,
+    GetFloor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -194,6 +239,13 @@ enum Scenario {
 }
 
 impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Config => "config",
+            Scenario::Podgroup => "podgroup",
+        }
+    }
+
     fn key(self) -> &'static str {
         match self {
             Scenario::Config => "/lain/config/load/stamp",
@@ -261,6 +313,9 @@ fn main() -> ExitCode {
     if let Err(e) = validate(&cli) {
         eprintln!("lainlet-load: {e:#}");
         return ExitCode::from(2);
+    }
+    if cli.mode == Mode::GetFloor {
+        return get_floor_main(&cli);
     }
     let needed = cli.watchers as u64 + FD_SLACK;
     match procs::raise_nofile(needed) {
@@ -335,21 +390,72 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     for addr in cli.etcd.iter().chain(&cli.lainlet) {
         loopback(addr)?;
     }
-    for e in &cli.endpoints {
+    for e in cli.endpoints.iter().chain(&cli.get_paths) {
         if !e.starts_with('/') {
-            bail!("--endpoint {e:?} must be a path starting with /");
+            bail!("--endpoint or --get-path {e:?} must be a path starting with /");
+        }
+    }
+    match (cli.mode, &cli.listen) {
+        (Mode::GetFloor, Some(addr)) => drop(loopback(addr)?),
+        (Mode::GetFloor, None) => bail!("--mode get-floor needs --listen 127.0.0.1:PORT"),
+        (_, Some(_)) => bail!("--listen is for --mode get-floor"),
+        _ => {}
+    }
+    if !cli.get_paths.is_empty() && cli.mode != Mode::GetFloor {
+        bail!("--get-path is for --mode get-floor");
+    }
+    if !(1..=64).contains(&cli.floor_threads) {
+        bail!("--floor-threads must be 1..=64");
+    }
+    if cli.orig_bin.is_some() && cli.mode != Mode::All {
+        bail!("--orig-bin is for --mode all");
+    }
+    if cli.mode == Mode::All {
+        if cli.lainlet.is_some() {
+            bail!("--mode all starts its own servers (no --lainlet)");
+        }
+        let bins = [&cli.lainlet_bin, &cli.smol_bin].into_iter();
+        for bin in bins.chain(&cli.orig_bin) {
+            if !bin.is_file() {
+                bail!(
+                    "{} does not exist (build it: cargo build --release --bin lainlet --bin lainlet-smol)",
+                    bin.display()
+                );
+            }
         }
     }
     Ok(())
 }
 
+/// `--mode get-floor`: serves until killed, or --max-secs.
+fn get_floor_main(cli: &Cli) -> ExitCode {
+    let paths: Vec<String> = match cli.get_paths.is_empty() {
+        true => get_floor::DEFAULT_PATHS.map(String::from).to_vec(),
+        false => cli.get_paths.clone(),
+    };
+    let served = cli
+        .listen
+        .as_deref()
+        .ok_or_else(|| anyhow!("--listen is needed"))
+        .and_then(loopback)
+        .and_then(|addr| get_floor::run(addr, &paths, Duration::from_secs(cli.max_secs)));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lainlet-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// What every phase shares.
 struct Ctx {
     clock: Clock,
-    etcd: SocketAddr,
-    /// The store the phase writes to, and a writer to it.
+    /// The etcd (none for the floor alone).
+    etcd: Option<SocketAddr>,
+    /// The store the phase writes to, and a writer to it (from the first [`use_store`]).
     store: Store,
-    writer: Writer,
+    writer: Option<Writer>,
     /// The last sequence number written.
     seq: u32,
 }
@@ -379,7 +485,11 @@ async fn sample(ctx: &Ctx, server_pid: Option<u32>, lainlet: Option<SocketAddr>)
         tool_cpu: procs::own_cpu_secs(),
         ..Sample::default()
     };
-    if let Ok((200, body)) = http_get(ctx.etcd, "/metrics", Duration::from_secs(5)).await {
+    let etcd_metrics = match ctx.etcd {
+        Some(etcd) => http_get(etcd, "/metrics", Duration::from_secs(5)).await,
+        None => Err(anyhow!("no etcd")),
+    };
+    if let Ok((200, body)) = etcd_metrics {
         let page = String::from_utf8_lossy(&body);
         s.etcd_watchers = match ctx.store {
             Store::V3 => metric(&page, "etcd_debugging_mvcc_watcher_total"),
@@ -399,13 +509,32 @@ async fn sample(ctx: &Ctx, server_pid: Option<u32>, lainlet: Option<SocketAddr>)
     s
 }
 
+/// [`sample`] for a phase: the floor's CPU time is its threads' (its memory per watcher: see
+/// [`Report::rss_per_watcher_kib`]).
+async fn sample_phase(
+    ctx: &Ctx,
+    kind: &Kind,
+    server_pid: Option<u32>,
+    lainlet: Option<SocketAddr>,
+) -> Sample {
+    let mut s = sample(ctx, server_pid, lainlet).await;
+    if let Kind::Floor { floor, .. } = kind {
+        s.cpu = Some(floor.cpu_secs());
+    }
+    s
+}
+
 /// How the watchers of a phase are made.
 enum Kind {
+    /// SSE watchers on a lainlet (or lainlet-smol, or the original: `label`).
     Lainlet {
+        label: &'static str,
         addr: SocketAddr,
         paths: Vec<String>,
         pid: Option<u32>,
     },
+    /// The same SSE watchers on the floor.
+    Floor { floor: Floor, paths: Vec<String> },
     Direct {
         clients: Vec<WatchClient>,
         key: String,
@@ -432,37 +561,47 @@ struct Report {
 async fn run(cli: &Cli) -> anyhow::Result<bool> {
     let parent = cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = TempDir::new(&parent, cli.keep)?;
-    let mut etcd = match &cli.etcd {
-        Some(a) => Server::attached(loopback(a)?, None),
-        None => procs::start_etcd(&cli.etcd_bin, tmp.path()).await?,
+    let mut etcd = match (&cli.etcd, cli.mode) {
+        (_, Mode::Floor) => None,
+        (Some(a), _) => Some(Server::attached(loopback(a)?, None)),
+        (None, _) => Some(procs::start_etcd(&cli.etcd_bin, tmp.path()).await?),
     };
-    let (etcd_addr, etcd_pid) = (etcd.addr, etcd.pid);
-    println!(
-        "etcd: {etcd_addr}{}",
-        if etcd.is_own() { " (started here)" } else { "" }
-    );
-    let first_store = cli.etcd_api.stores()[0];
+    if let Some(etcd) = &etcd {
+        println!(
+            "etcd: {}{}",
+            etcd.addr,
+            if etcd.is_own() { " (started here)" } else { "" }
+        );
+    }
     let mut ctx = Ctx {
         clock: Clock::new(),
-        etcd: etcd_addr,
-        store: first_store,
-        writer: Writer::connect(first_store, etcd_addr).await?,
+        etcd: etcd.as_ref().map(|e| e.addr),
+        store: cli.etcd_api.stores()[0],
+        writer: None,
         seq: 0,
     };
     let mut reports = Vec::new();
     let mut storms = Vec::new();
-    let lainlet_phases = matches!(cli.mode, Mode::Lainlet | Mode::Both | Mode::Storm);
-    for store in cli.etcd_api.stores().into_iter().filter(|_| lainlet_phases) {
+    if matches!(cli.mode, Mode::Floor | Mode::All) {
+        reports.push(floor_phase(cli, &mut ctx).await?);
+    }
+    for target in servers(cli) {
+        let store = target.store;
+        let etcd_addr = ctx.etcd.context("no etcd")?;
         use_store(cli, &mut ctx, store).await?;
         let mut lainlet = match &cli.lainlet {
             Some(a) => Server::attached(loopback(a)?, cli.server_pid),
             None => {
-                let (bin, dir) = (&cli.lainlet_bin, tmp.path());
-                procs::start_lainlet(bin, etcd_addr, store.name(), dir).await?
+                let (bin, dir) = (&target.bin, tmp.path());
+                match target.label {
+                    ORIGINAL => procs::start_original(bin, etcd_addr, dir).await?,
+                    _ => procs::start_lainlet(bin, etcd_addr, store.name(), dir).await?,
+                }
             }
         };
         println!(
-            "lainlet: {} reading the etcd {} store{}",
+            "{}: {} reading the etcd {} store{}",
+            target.label,
             lainlet.addr,
             store.name(),
             if lainlet.is_own() {
@@ -486,21 +625,19 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
             }
             storms.push(report?);
         } else {
-            let paths: Vec<String> = match cli.endpoints.is_empty() {
-                true => vec![cli.scenario.endpoint().to_owned()],
-                false => cli.endpoints.iter().map(|p| with_watch(p)).collect(),
-            };
+            let paths = watch_paths(cli);
             for p in &paths {
                 wait_applied(lainlet.addr, &without_watch(p), ctx.seq).await?;
             }
             let kind = Kind::Lainlet {
+                label: target.label,
                 addr: lainlet.addr,
                 paths,
                 pid: lainlet.pid,
             };
             let report = phase(cli, &mut ctx, kind).await;
             if report.is_err() {
-                eprintln!("lainlet log tail:\n{}", lainlet.log_tail(4096));
+                eprintln!("{} log tail:\n{}", target.label, lainlet.log_tail(4096));
             }
             reports.push(report?);
         }
@@ -511,6 +648,7 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
     }
     if matches!(cli.mode, Mode::Etcd | Mode::Both) {
         use_store(cli, &mut ctx, Store::V3).await?;
+        let etcd_addr = ctx.etcd.context("no etcd")?;
         let url = format!("http://{etcd_addr}");
         let mut clients = Vec::with_capacity(cli.etcd_connections);
         for _ in 0..cli.etcd_connections {
@@ -522,7 +660,7 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         let kind = Kind::Direct {
             clients,
             key: cli.scenario.key().to_owned(),
-            pid: etcd_pid,
+            pid: etcd.as_ref().and_then(|e| e.pid),
         };
         reports.push(phase(cli, &mut ctx, kind).await?);
     }
@@ -535,6 +673,16 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         println!("{}", r.row());
         ok &= r.delivery.failed == 0 && r.delivery.stale == 0 && r.delivery.incomplete == 0;
     }
+    if reports.iter().any(|r| r.mode == table::FLOOR) {
+        println!(
+            "\n### Ratios to the floor ({} scenario, {} changes at {}/s)\n",
+            cli.scenario.name(),
+            cli.changes,
+            cli.rate
+        );
+        let rows: Vec<table::Row> = reports.iter().map(Report::table_row).collect();
+        print!("{}", table::markdown(&rows));
+    }
     if !storms.is_empty() {
         println!("{}", storm::Report::header());
     }
@@ -542,19 +690,87 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         println!("{}", r.row());
         ok &= r.ok();
     }
-    etcd.stop();
+    if let Some(etcd) = &mut etcd {
+        etcd.stop();
+    }
     Ok(ok)
+}
+
+/// The label of the original lainlet's phase.
+const ORIGINAL: &str = "original";
+
+/// A server a phase starts.
+struct Target {
+    label: &'static str,
+    bin: PathBuf,
+    store: Store,
+}
+
+/// The servers measured one after another, in order.
+fn servers(cli: &Cli) -> Vec<Target> {
+    let of = |label, bin: &PathBuf| {
+        let bin = bin.clone();
+        move |store| Target {
+            label,
+            bin: bin.clone(),
+            store,
+        }
+    };
+    let stores = cli.etcd_api.stores();
+    let lainlet = stores.iter().copied().map(of("lainlet", &cli.lainlet_bin));
+    match cli.mode {
+        Mode::Lainlet | Mode::Both | Mode::Storm => lainlet.collect(),
+        Mode::All => {
+            let smol = stores
+                .iter()
+                .copied()
+                .map(of("lainlet-smol", &cli.smol_bin));
+            let original = cli.orig_bin.iter().map(|b| of(ORIGINAL, b)(Store::V2));
+            lainlet.chain(smol).chain(original).collect()
+        }
+        Mode::Etcd | Mode::Floor | Mode::GetFloor => Vec::new(),
+    }
+}
+
+/// The watch paths of the scenario (or --endpoint).
+fn watch_paths(cli: &Cli) -> Vec<String> {
+    match cli.endpoints.is_empty() {
+        true => vec![cli.scenario.endpoint().to_owned()],
+        false => cli.endpoints.iter().map(|p| with_watch(p)).collect(),
+    }
+}
+
+/// The floor's phase: a floor serving lainlet's frames of the scenario's key, from its next
+/// sequence number on.
+async fn floor_phase(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<Report> {
+    ctx.seq += 1;
+    let paths = watch_paths(cli);
+    let floor = Floor::start(floor::Params {
+        threads: cli.floor_threads,
+        paths: paths.clone(),
+        key: cli.scenario.key().to_owned(),
+        first: cli.scenario.value(ctx.seq, cli.value_bytes),
+    })?;
+    println!(
+        "floor: {} ({} writer thread{}), lainlet's frames of {}",
+        floor.addr(),
+        cli.floor_threads,
+        if cli.floor_threads == 1 { "" } else { "s" },
+        paths.join(", ")
+    );
+    phase(cli, ctx, Kind::Floor { floor, paths }).await
 }
 
 /// Makes `store` the one the next phase writes to: a writer, the preload (once per store), and
 /// the changing key's first value (a new sequence number).
 async fn use_store(cli: &Cli, ctx: &mut Ctx, store: Store) -> anyhow::Result<()> {
-    if ctx.store != store || ctx.seq == 0 {
+    let etcd = ctx.etcd.context("no etcd")?;
+    if ctx.store != store || ctx.writer.is_none() {
         ctx.store = store;
-        ctx.writer = Writer::connect(store, ctx.etcd).await?;
+        let writer = ctx.writer.insert(Writer::connect(store, etcd).await?);
         if cli.preload_apps > 0 {
             let started = Instant::now();
-            let (keys, bytes) = preload(&mut ctx.writer, cli.preload_apps).await?;
+            let (keys, bytes) = preload(writer, cli.preload_apps).await?;
             println!(
                 "preloaded {} apps into the {} store: {keys} keys, {:.1} MB in {:.1?}",
                 cli.preload_apps,
@@ -567,7 +783,8 @@ async fn use_store(cli: &Cli, ctx: &mut Ctx, store: Store) -> anyhow::Result<()>
     ctx.seq += 1;
     let value = cli.scenario.value(ctx.seq, cli.value_bytes);
     let bytes = value.len();
-    ctx.writer.put(cli.scenario.key(), value).await?;
+    let writer = ctx.writer.as_mut().context("no etcd writer")?;
+    writer.put(cli.scenario.key(), value).await?;
     println!(
         "key {} in the {} store ({bytes} bytes per value)",
         cli.scenario.key(),
@@ -577,15 +794,22 @@ async fn use_store(cli: &Cli, ctx: &mut Ctx, store: Store) -> anyhow::Result<()>
 }
 
 /// One measured phase: open N watchers, settle, series of changes, drain, close.
-async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
+async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::Result<Report> {
     let n = cli.watchers;
     let (mode, lainlet, server_pid) = match &kind {
-        Kind::Lainlet { addr, pid, .. } => ("lainlet", Some(*addr), *pid),
+        Kind::Lainlet {
+            label, addr, pid, ..
+        } => (*label, Some(*addr), *pid),
         Kind::Direct { pid, .. } => ("etcd", None, *pid),
+        Kind::Floor { .. } => (table::FLOOR, None, None),
     };
     println!(
         "\n== {mode} ({}): {n} watchers, {} changes at {}/s",
-        ctx.store.name(),
+        if mode == table::FLOOR {
+            "no etcd"
+        } else {
+            ctx.store.name()
+        },
         cli.changes,
         cli.rate
     );
@@ -620,7 +844,7 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = sample(ctx, server_pid, lainlet).await;
+    let before = sample_phase(ctx, &kind, server_pid, lainlet).await;
 
     // Open N watchers, at most K at a time.
     let progress = Arc::new(Progress::default());
@@ -637,6 +861,15 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
         let task = match &kind {
             Kind::Lainlet { addr, paths, .. } => tokio::spawn(clients::sse_client(
                 *addr,
+                paths[i % paths.len()].clone(),
+                ctx.clock,
+                progress.clone(),
+                permit,
+                expected,
+                stop_rx.clone(),
+            )),
+            Kind::Floor { floor, paths } => tokio::spawn(clients::sse_client(
+                floor.addr(),
                 paths[i % paths.len()].clone(),
                 ctx.clock,
                 progress.clone(),
@@ -661,14 +894,24 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
     wait_until("watchers to open", Duration::from_secs(120), all_opened).await?;
     let open_secs = opening.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(cli.settle_secs)).await;
-    let idle = sample(ctx, server_pid, lainlet).await;
+    let idle = sample_phase(ctx, &kind, server_pid, lainlet).await;
 
     // The series.
     let values: Vec<(u32, Vec<u8>)> = (first..=last)
         .map(|s| (s, cli.scenario.value(s, cli.value_bytes)))
         .collect();
     let series_start = Instant::now();
-    let sent = series(ctx, cli.scenario.key(), values, cli.rate).await?;
+    let sent = match &mut kind {
+        Kind::Floor { floor, .. } => {
+            let answer = floor.start_series(ctx.clock, values, cli.rate)?;
+            let sent = answer
+                .await
+                .map_err(|_| anyhow!("the floor's series stopped"))??;
+            ctx.seq = sent.last().map_or(ctx.seq, |s| s.seq);
+            sent
+        }
+        _ => series(ctx, cli.scenario.key(), values, cli.rate).await?,
+    };
     let all_done =
         || progress.done.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) >= n;
     let drained = wait_until(
@@ -685,7 +928,13 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, kind: Kind) -> anyhow::Result<Report> {
             progress.done.load(Ordering::Relaxed)
         );
     }
-    let after = sample(ctx, server_pid, lainlet).await;
+    let after = sample_phase(ctx, &kind, server_pid, lainlet).await;
+    if let Kind::Floor { floor, .. } = &kind {
+        let ((accepted, refused), (dead, conflated)) = (floor.accepted(), floor.troubles());
+        println!(
+            "floor: {accepted} watchers answered, {refused} refused, {dead} given up (write errors), {conflated} frames conflated"
+        );
+    }
 
     // Close and collect.
     stop_tx.send_replace(true);
@@ -733,7 +982,8 @@ async fn series(
     values: Vec<(u32, Vec<u8>)>,
     rate: f64,
 ) -> anyhow::Result<Vec<Sent>> {
-    let (clock, etcd, store, key) = (ctx.clock, ctx.etcd, ctx.store, key.to_owned());
+    let etcd = ctx.etcd.context("no etcd")?;
+    let (clock, store, key) = (ctx.clock, ctx.store, key.to_owned());
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("writer".into())
@@ -872,7 +1122,12 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 impl Report {
     /// The server's RSS growth per idle watcher, in KiB (lainlet: /proc; etcd: /proc or
     /// its /metrics).
+    /// The floor's: the state it keeps per connection (it shares this tool's process with the
+    /// clients, so its RSS cannot be told apart; sockets are kernel memory for every server).
     fn rss_per_watcher_kib(&self) -> Option<f64> {
+        if self.mode == table::FLOOR {
+            return Some(Floor::kib_per_connection());
+        }
         let kib = match (self.before.rss_kib, self.idle.rss_kib) {
             (Some(a), Some(b)) => Some(b as f64 - a as f64),
             _ if self.mode == "etcd" => {
@@ -885,20 +1140,16 @@ impl Report {
 
     fn server_cpu_series(&self) -> Option<f64> {
         match self.mode {
-            "lainlet" => diff(self.idle.cpu, self.after.cpu),
-            _ => diff(self.idle.cpu, self.after.cpu)
+            "etcd" => diff(self.idle.cpu, self.after.cpu)
                 .or_else(|| diff(self.idle.etcd_cpu, self.after.etcd_cpu)),
+            _ => diff(self.idle.cpu, self.after.cpu),
         }
     }
 
     fn print(&self) {
         let d = &self.delivery;
         let mib = |b: Option<f64>| opt(b.map(|b| format!("{:.1}", b / (1 << 20) as f64)));
-        let server = if self.mode == "lainlet" {
-            "lainlet"
-        } else {
-            "etcd"
-        };
+        let server = self.mode;
         println!(
             "opened {} watchers in {:.2} s; series: {} changes in {:.2} s (incl. drain)",
             self.n, self.open_secs, self.changes, self.series_secs
@@ -958,7 +1209,7 @@ impl Report {
             mib(self.idle.etcd_rss),
             opt(diff(self.idle.etcd_cpu, self.after.etcd_cpu).map(|c| format!("{c:.2}")))
         );
-        if self.mode == "lainlet" {
+        if self.idle.frames_out.is_some() {
             println!(
                 "lainlet /metrics during the series: frames out {}, conflated {}",
                 opt(diff(self.idle.frames_out, self.after.frames_out)),
@@ -971,6 +1222,36 @@ impl Report {
         );
     }
 
+    /// The store read (`–` for the floor).
+    fn store_name(&self) -> &'static str {
+        match self.mode {
+            table::FLOOR => "–",
+            _ => self.store.name(),
+        }
+    }
+
+    /// Its row of the ratio table.
+    fn table_row(&self) -> table::Row {
+        let d = &self.delivery;
+        let ms = |ns: i64| ns as f64 / 1e6;
+        table::Row {
+            label: self.mode.to_owned(),
+            store: self.store_name().to_owned(),
+            n: self.n,
+            p50: d.receipt.map(|s| ms(s.p50)),
+            p99: d.receipt.map(|s| ms(s.p99)),
+            max: d.receipt.map(|s| ms(s.max)),
+            p99_arrival: d.arrival.map(|s| ms(s.p99)),
+            all_p99: d.complete_receipt.map(|s| ms(s.p99)),
+            cpu_per_change: self
+                .server_cpu_series()
+                .map(|c| c * 1000.0 / self.changes as f64),
+            kib_per_watcher: self.rss_per_watcher_kib(),
+            failed: d.failed,
+            stale: d.stale,
+        }
+    }
+
     fn header() -> String {
         "| mode | N | changes | delivery p50 / p99 / max (receipt) | p99 arrival | all N reached p50 / p99 / max | failed / stale | server RSS idle, per watcher | server CPU, per change | etcd watchers | etcd RSS idle |\n\
          | --- | ---: | --- | --- | ---: | --- | --- | --- | --- | ---: | ---: |"
@@ -981,13 +1262,13 @@ impl Report {
         let d = &self.delivery;
         let p99 = |s: &Option<stats::Spread>| s.map_or_else(|| "n/a".into(), |s| ms(s.p99));
         let rss = match self.mode {
-            "lainlet" => self.idle.rss_kib.map(|k| k as f64 / 1024.0),
-            _ => self.idle.etcd_rss.map(|b| b / (1 << 20) as f64),
+            "etcd" => self.idle.etcd_rss.map(|b| b / (1 << 20) as f64),
+            _ => self.idle.rss_kib.map(|k| k as f64 / 1024.0),
         };
         format!(
             "| {} ({}) | {} | {} @ {}/s | {} | {} | {} | {} / {} | {} MiB, {} KiB | {} ms | {} | {} MiB |",
             self.mode,
-            self.store.name(),
+            self.store_name(),
             self.n,
             self.changes,
             self.rate,

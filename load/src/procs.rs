@@ -248,6 +248,26 @@ pub async fn start_lainlet(
     Ok(server)
 }
 
+/// Starts the original (Go) lainlet with its own flags (`-web`, `-etcd`; it reads etcd's v2
+/// store) on a free loopback port, and waits until `/version` answers 200 (it has no
+/// `/healthz`; the caller waits for the data itself).
+pub async fn start_original(bin: &Path, etcd: SocketAddr, dir: &Path) -> anyhow::Result<Server> {
+    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let args = vec![format!("-web={web}"), format!("-etcd={etcd}")];
+    let log = dir.join("original.log");
+    let child = spawn(bin, &args, &log)?;
+    let mut server = Server {
+        addr: web,
+        pid: Some(child.id()),
+        child: Some(child),
+        log: Some(log),
+    };
+    wait_ready(&mut server, "/version", |_| true)
+        .await
+        .map_err(|e| anyhow!("the original lainlet: {e}\n{}", server.log_tail(4096)))?;
+    Ok(server)
+}
+
 async fn wait_ready(
     server: &mut Server,
     path: &str,
