@@ -15,13 +15,15 @@ mod support;
 
 use lainlet_core::{
     BackfillOutcome, Engine, EngineConfig, EtcdApi, EtcdCheck, EtcdStep, HistoryWindow, KeyListing,
-    Snapshot, Store,
+    Store,
 };
 use lainlet_fixtures::{keys, Change, Dump};
 use proptest::prelude::*;
 use serde_json::Value;
 use support::client::Client;
-use support::{apply_to_dump, event, golden_config, key_pool, snapshot, Harness};
+use support::{
+    apply_to_dump, event, golden_config, key_pool, restart, serve_backfills, snapshot, Harness,
+};
 
 /// A store that keeps every revision: `dumps[i]` is the state at revision `i + 1`.
 struct VersionedStore {
@@ -78,51 +80,6 @@ fn v3_config(history: HistoryWindow) -> EngineConfig {
         etcd_api: EtcdApi::Only(Store::V3),
         history,
         ..golden_config()
-    }
-}
-
-/// A restarted engine, driven as a shell would: connect, read the snapshot, until it would
-/// watch.
-fn restart(config: EngineConfig, now: std::time::Instant, current: &Dump) -> Engine {
-    let mut e = Engine::new(config);
-    loop {
-        match e.poll_etcd(now) {
-            EtcdStep::Connect { .. } => e.handle_etcd_connected(now),
-            EtcdStep::Probe => {
-                let keys = lainlet_core::Probe::Keys;
-                e.handle_store_probe(now, &keys, &keys).unwrap();
-            }
-            EtcdStep::ReadSnapshot { .. } => {
-                let snap: Snapshot = snapshot(current);
-                e.handle_snapshot(now, snap);
-            }
-            EtcdStep::Watch { start_revision, .. } => {
-                assert_eq!(start_revision, current.revision + 1);
-                break;
-            }
-            EtcdStep::Wait { .. } => panic!("no failure expected"),
-        }
-    }
-    e
-}
-
-/// Runs the listings held resumes wait for, as the shell's watch loop does, answered by
-/// `list`; returns their outcomes.
-fn serve_backfills(
-    h: &mut Harness,
-    mut list: impl FnMut(i64) -> Result<KeyListing, String>,
-) -> Vec<BackfillOutcome> {
-    let mut outcomes = Vec::new();
-    loop {
-        let (due, check) = h.engine.poll_etcd_check(h.now, h.now);
-        match check {
-            EtcdCheck::Backfill { at_revision } => {
-                assert_eq!(due, h.now, "a held resume's listing is due at once");
-                let listing = list(at_revision);
-                outcomes.push(h.engine.handle_backfill(h.now, at_revision, listing));
-            }
-            _ => return outcomes,
-        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};
 
 use lainlet_core::{
-    Engine, EngineConfig, Frame, KeyValue, Method, Reply, Request, RequestContext, Response,
-    Snapshot, SubscriberId, WatchEvent,
+    BackfillOutcome, Engine, EngineConfig, EtcdCheck, EtcdStep, Frame, KeyListing, KeyValue,
+    Method, Reply, Request, RequestContext, Response, Snapshot, SubscriberId, WatchEvent,
 };
 use lainlet_fixtures::{
     keys, node_value, pod_group_value, stream_annotation, web_annotation, Change, ContainerParams,
@@ -299,4 +299,49 @@ pub fn key_pool() -> Vec<(String, Vec<Vec<u8>>)> {
     ));
     pool.push((keys::depends_specs("x.portal.y"), vec![b"{}".to_vec()]));
     pool
+}
+
+/// A restarted engine, driven as a shell would: connect, read the snapshot, until it would
+/// watch.
+pub fn restart(config: EngineConfig, now: std::time::Instant, current: &Dump) -> Engine {
+    let mut e = Engine::new(config);
+    loop {
+        match e.poll_etcd(now) {
+            EtcdStep::Connect { .. } => e.handle_etcd_connected(now),
+            EtcdStep::Probe => {
+                let keys = lainlet_core::Probe::Keys;
+                e.handle_store_probe(now, &keys, &keys).unwrap();
+            }
+            EtcdStep::ReadSnapshot { .. } => {
+                let snap = snapshot(current);
+                e.handle_snapshot(now, snap);
+            }
+            EtcdStep::Watch { start_revision, .. } => {
+                assert_eq!(start_revision, current.revision + 1);
+                break;
+            }
+            EtcdStep::Wait { .. } => panic!("no failure expected"),
+        }
+    }
+    e
+}
+
+/// Runs the listings held resumes wait for, as the shell's watch loop does, answered by
+/// `list`; returns their outcomes.
+pub fn serve_backfills(
+    h: &mut Harness,
+    mut list: impl FnMut(i64) -> Result<KeyListing, String>,
+) -> Vec<BackfillOutcome> {
+    let mut outcomes = Vec::new();
+    loop {
+        let (due, check) = h.engine.poll_etcd_check(h.now, h.now);
+        match check {
+            EtcdCheck::Backfill { at_revision } => {
+                assert_eq!(due, h.now, "a held resume's listing is due at once");
+                let listing = list(at_revision);
+                outcomes.push(h.engine.handle_backfill(h.now, at_revision, listing));
+            }
+            _ => return outcomes,
+        }
+    }
 }
