@@ -170,8 +170,13 @@ impl Shared {
     }
 
     /// Begins shutdown: listeners stop accepting, watch streams end, connections close.
+    /// Waiting watches are woken through their own handle (they check
+    /// [`Shared::is_shutting_down`] when woken, rather than each waiting on the latch).
     pub fn begin_shutdown(&self) {
         self.shutdown.set();
+        for notify in self.lock().wakers.values() {
+            notify.notify();
+        }
     }
 
     /// Drives heartbeats until shutdown: sleeps until [`Engine::poll_timeout`], calls

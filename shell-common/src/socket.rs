@@ -64,16 +64,19 @@ pub async fn write_parts<S: Socket>(
     let mut done = 0;
     let mut stop = std::pin::pin!(stop);
     while done < total {
+        // The parts not yet written (a frame has two or three; no allocation for those).
         let mut skip = done;
-        let slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter_map(|p| {
-                let rest = p.get(skip.min(p.len())..).filter(|r| !r.is_empty());
-                skip = skip.saturating_sub(p.len());
-                rest.map(IoSlice::new)
-            })
-            .collect();
-        match sock.try_write_vectored(&slices) {
+        let mut slices = [IoSlice::new(&[]); 4];
+        let mut count = 0;
+        for p in parts {
+            let rest = p.get(skip.min(p.len())..).unwrap_or_default();
+            skip = skip.saturating_sub(p.len());
+            if !rest.is_empty() && count < slices.len() {
+                slices[count] = IoSlice::new(rest);
+                count += 1;
+            }
+        }
+        match sock.try_write_vectored(&slices[..count]) {
             Ok(0) => return Err(WriteEnd::Gone(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 done += n;

@@ -94,21 +94,26 @@ async fn stream<S: Socket>(shared: &Shared, sock: &S, id: SubscriberId, notify: 
     }
 }
 
-/// Waits for a wake-up from the engine, dropping client bytes meanwhile.
+/// Waits for a wake-up from the engine, dropping client bytes meanwhile. Shutdown wakes the
+/// watch the same way ([`Shared::begin_shutdown`]), so no watch registers with the shutdown
+/// latch for each frame.
 async fn wait<S: Socket>(shared: &Shared, sock: &S, notify: &Notify) -> Result<(), End> {
     loop {
+        if shared.is_shutting_down() {
+            return Err(End::Shutdown);
+        }
         let readable = async {
             sock.readable().await?;
             discard(sock)
         };
-        match first(first(notify.notified(), readable), shared.shut_down()).await {
-            Either::Left(Either::Left(())) => return Ok(()),
-            Either::Left(Either::Right(Ok(true))) => {}
-            Either::Left(Either::Right(Ok(false))) => {
+        match first(notify.notified(), readable).await {
+            Either::Left(()) if shared.is_shutting_down() => return Err(End::Shutdown),
+            Either::Left(()) => return Ok(()),
+            Either::Right(Ok(true)) => {}
+            Either::Right(Ok(false)) => {
                 return Err(End::Gone(io::ErrorKind::UnexpectedEof.into()));
             }
-            Either::Left(Either::Right(Err(e))) => return Err(End::Gone(e)),
-            Either::Right(()) => return Err(End::Shutdown),
+            Either::Right(Err(e)) => return Err(End::Gone(e)),
         }
     }
 }
