@@ -12,7 +12,7 @@
 //!   read, values included).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use lainlet_core::v2::{self, Answer, WatchDecoder};
@@ -21,6 +21,7 @@ use lainlet_core::{KeyListing, Probe, Snapshot, WatchResponse};
 use crate::etcd::{EtcdClient, EtcdWatch};
 use crate::socket::Runtime;
 use crate::sync::{first, Either};
+use tracing::warn;
 
 /// Time limit of a call that should answer promptly (the snapshot, a watch's head).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -139,7 +140,7 @@ async fn read_all<B: HttpBody>(body: &mut B) -> anyhow::Result<Vec<u8>> {
 }
 
 impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
-    type Watch = V2Watch<H>;
+    type Watch = V2Watch<H, R>;
 
     async fn check_quorum(&mut self) -> anyhow::Result<()> {
         let (status, index, body) = self.endpoint()?.call(v2::PROBE_PATH, PROBE_TIMEOUT).await?;
@@ -201,7 +202,11 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
         Ok(v2::parse_snapshot(answer)?)
     }
 
-    async fn watch(&mut self, start_revision: i64, in_history: bool) -> anyhow::Result<V2Watch<H>> {
+    async fn watch(
+        &mut self,
+        start_revision: i64,
+        in_history: bool,
+    ) -> anyhow::Result<V2Watch<H, R>> {
         let endpoint = self.endpoint()?;
         let path = v2::watch_path(start_revision, in_history);
         let head = match first(endpoint.head(&path), self.rt.sleep(CALL_TIMEOUT)).await {
@@ -215,28 +220,76 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
             whole: in_history || head.status != 200,
             body_done: false,
             finished: false,
+            endpoint,
+            next_index: start_revision,
+            quiet_since: Instant::now(),
         })
     }
 }
 
 /// One v2 watch answer.
-pub struct V2Watch<H: HttpGet> {
+pub struct V2Watch<H: HttpGet, R> {
     body: H::Body,
     decoder: WatchDecoder,
     /// Read the body whole before decoding (an answer that is not a stream).
     whole: bool,
     body_done: bool,
     finished: bool,
+    /// For the deaf-stream check: the endpoint, and the index after the last event delivered.
+    endpoint: Endpoint<H, R>,
+    next_index: i64,
+    quiet_since: Instant,
 }
 
-impl<H: HttpGet> V2Watch<H> {
+impl<H: HttpGet, R: Runtime> V2Watch<H, R> {
     /// The next piece of the body; `None` at its end.
     async fn chunk(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
         self.body.chunk().await.context("watch")
     }
 }
 
-impl<H: HttpGet> EtcdWatch for V2Watch<H> {
+/// Whether etcd stopped sending on a stream whose next index is `next_index`: a one-shot
+/// watch from there answers an event the stream never delivered ([`v2::missed_by_stream`]);
+/// then etcd's index (`X-Etcd-Index` of that answer). An answer from etcd's history comes at
+/// once; none within [`DEAF_ANSWER`] means nothing was missed.
+async fn deaf<H: HttpGet, R: Runtime>(
+    endpoint: &Endpoint<H, R>,
+    next_index: i64,
+) -> anyhow::Result<Option<i64>> {
+    {
+        let path = v2::watch_path(next_index, true);
+        let ask = async {
+            let mut head = endpoint.head(&path).await?;
+            let body = first(read_all(&mut head.body), endpoint.rt.sleep(DEAF_ANSWER)).await;
+            let Either::Left(body) = body else {
+                return Ok(None); // a long poll: nothing happened since
+            };
+            let answer = Answer {
+                status: head.status,
+                etcd_index: head.etcd_index.as_deref(),
+                body: &body?,
+            };
+            let index = head
+                .etcd_index
+                .as_deref()
+                .and_then(|i| i.trim().parse().ok());
+            Ok::<_, anyhow::Error>(v2::missed_by_stream(answer).then(|| index.unwrap_or(0)))
+        };
+        match first(ask, endpoint.rt.sleep(PROBE_TIMEOUT)).await {
+            Either::Left(r) => r.context("checking a quiet watch stream"),
+            Either::Right(()) => {
+                bail!("checking a quiet watch stream: no answer within {PROBE_TIMEOUT:?}")
+            }
+        }
+    }
+}
+
+/// Silence on a v2 stream after which it is checked ([`V2Watch::deaf`]).
+pub const DEAF_AFTER: Duration = Duration::from_secs(3);
+/// How long the check waits for an answer from etcd's history.
+const DEAF_ANSWER: Duration = Duration::from_secs(1);
+
+impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
     async fn next(&mut self) -> anyhow::Result<Option<WatchResponse>> {
         loop {
             if self.whole && !self.body_done {
@@ -251,7 +304,11 @@ impl<H: HttpGet> EtcdWatch for V2Watch<H> {
                 self.body_done = true;
             }
             if let Some(message) = self.decoder.poll() {
-                return Ok(Some(message.context("watch")?));
+                let message = message.context("watch")?;
+                if let Some(index) = message.last_event_revision {
+                    self.next_index = self.next_index.max(index.saturating_add(1));
+                }
+                return Ok(Some(message));
             }
             if self.decoder.is_done() || self.finished {
                 return Ok(None);
@@ -260,16 +317,39 @@ impl<H: HttpGet> EtcdWatch for V2Watch<H> {
                 self.finished = true;
                 return Ok(Some(self.decoder.finish().context("watch")?));
             }
-            match self.chunk().await? {
-                Some(bytes) => self.decoder.push(&bytes).context("watch")?,
-                None => self.body_done = true,
+            let (rt, quiet) = (self.endpoint.rt.clone(), self.quiet_since + DEAF_AFTER);
+            let read = first(self.chunk(), rt.sleep_until(quiet)).await;
+            match read {
+                Either::Left(r) => match r? {
+                    Some(bytes) => self.decoder.push(&bytes).context("watch")?,
+                    None => self.body_done = true,
+                },
+                Either::Right(()) => {
+                    if let Some(etcd_index) = deaf(&self.endpoint, self.next_index).await? {
+                        warn!(
+                            "etcd stopped sending on the v2 watch stream after index {} (its \
+                             v2 store drops a watcher that falls 100 events behind): \
+                             catching up",
+                            self.next_index - 1
+                        );
+                        self.finished = true;
+                        return Ok(Some(WatchResponse {
+                            header_revision: etcd_index,
+                            last: true,
+                            ..WatchResponse::default()
+                        }));
+                    }
+                    self.quiet_since = Instant::now();
+                    continue;
+                }
             }
+            self.quiet_since = Instant::now();
             // A backlog: take what the body already holds, decoded as one batch.
             for _ in 0..READY_CHUNKS {
                 if self.body_done {
                     break;
                 }
-                match ready_now(self.body.chunk()) {
+                match ready_now(self.body.chunk()).await {
                     Some(Ok(Some(bytes))) => self.decoder.push(&bytes).context("watch")?,
                     Some(Ok(None)) => self.body_done = true,
                     Some(Err(e)) => return Err(e.context("watch")),
@@ -284,13 +364,12 @@ impl<H: HttpGet> EtcdWatch for V2Watch<H> {
 /// chunk, so this bounds a batch read from a backlog).
 const READY_CHUNKS: usize = 256;
 
-/// `f`'s output if it is ready at the first poll. The body futures here may be dropped when
-/// pending: nothing is consumed then.
-fn ready_now<F: Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
+/// `f`'s output if it is ready at once. It is polled with the task's own waker (a waker that
+/// does nothing could be the last one the body's channel keeps, and its next wake-up lost).
+/// The body futures here may be dropped when pending: nothing is consumed then.
+async fn ready_now<F: Future>(f: F) -> Option<F::Output> {
+    match first(f, std::future::ready(())).await {
+        Either::Left(v) => Some(v),
+        Either::Right(()) => None,
     }
 }

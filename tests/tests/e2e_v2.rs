@@ -285,3 +285,23 @@ conformance_test!(fn answers_that_are_not_etcds_are_logged_retried_and_lose_noth
     assert!(log.contains("in a row"), "the storm backs off: {log}");
     assert_eq!(svc.get("/healthz").json()["status"], "ok");
 });
+
+conformance_test!(fn a_stream_etcd_stopped_feeding_is_noticed_and_caught_up(kind) {
+    let etcd = etcd_with_original_in(Store::V2);
+    let svc = start_in(kind, &etcd, Store::V2);
+    let w = etcd.with_store(Store::V2);
+    assert!(wait_until(5 * SEC, || w.watchers() == 1));
+    // Frozen, lainlet reads nothing: etcd's writes to the stream block, its 100-event buffer
+    // fills, and etcd drops the watcher — without ending the stream.
+    svc.signal(libc::SIGSTOP).unwrap();
+    let big = |i: usize| format!("{i:06}").repeat(64 * 1024 / 6);
+    w.load((0..300).map(|i| (format!("/lain/config/e2e/big{}", i % 8), big(i))));
+    assert!(wait_until(10 * SEC, || w.watchers() == 0), "etcd dropped the watcher");
+    svc.signal(libc::SIGCONT).unwrap();
+    let want = etcd_config_in(&etcd, Store::V2);
+    wait_json(&svc, CONFIG, &want);
+    assert_eq!(served_revision(&svc), etcd.v2_index());
+    assert!(svc.log().contains("etcd stopped sending on the v2 watch stream"), "{}", svc.log());
+    assert!(wait_until(5 * SEC, || w.watchers() == 1), "watching again");
+    wait_revision(&svc, etcd.v2_put("/lain/config/vip", "192.168.77.241"));
+});

@@ -42,6 +42,11 @@ impl BackoffPolicy {
     }
 }
 
+/// How far behind etcd's reported index (v2) the served state may be and still catch up event
+/// by event; beyond it a snapshot is read (the index counts writes outside `/lain/` too, so
+/// this is an upper bound of the events to fetch).
+pub const V2_CATCH_UP: i64 = 256;
+
 /// What the shell should do next for etcd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EtcdStep {
@@ -170,6 +175,12 @@ impl EtcdSync {
             Some((store, _)) => store,
         };
         match applied {
+            // v2 catches up one event per request: far behind, a snapshot (a diff) is cheaper.
+            Some(revision)
+                if store == Store::V2 && etcd_revision.saturating_sub(revision) > V2_CATCH_UP =>
+            {
+                EtcdStep::ReadSnapshot { store }
+            }
             Some(revision) if !self.need_snapshot => {
                 let start_revision = revision.saturating_add(1);
                 EtcdStep::Watch {
@@ -299,6 +310,31 @@ mod tests {
         assert_eq!(s.next_step(now, Some(41), 50), watch(Store::V2, 42, true));
         assert_eq!(s.next_step(now, Some(49), 50), watch(Store::V2, 50, true));
         assert_eq!(s.next_step(now, Some(50), 50), watch(Store::V2, 51, false));
+    }
+
+    #[test]
+    fn far_behind_on_v2_a_snapshot_is_read_instead_of_catching_up_event_by_event() {
+        let now = Instant::now();
+        let mut s = sync(1, EtcdApi::Only(Store::V2));
+        s.handle_connected();
+        s.handle_snapshot();
+        let far = 100 + V2_CATCH_UP + 1;
+        assert_eq!(
+            s.next_step(now, Some(100), far),
+            EtcdStep::ReadSnapshot { store: Store::V2 }
+        );
+        assert_eq!(
+            s.next_step(now, Some(100), far - 1),
+            watch(Store::V2, 101, true)
+        );
+        let mut v3 = sync(1, EtcdApi::Only(V3));
+        v3.handle_connected();
+        v3.handle_snapshot();
+        assert_eq!(
+            v3.next_step(now, Some(100), far),
+            watch(V3, 101, true),
+            "v3 streams its history"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! GET SNAPSHOT_PATH                      → parse_snapshot(answer)       → Snapshot
 //! GET PROBE_PATH                         → parse_probe(answer)          → Probe (and liveness)
 //! GET watch_path(start, in_history)      → WatchDecoder: head, each line, end → WatchResponse
+//! GET watch_path(next, true) (quiet)     → missed_by_stream(answer): has the stream gone deaf?
 //! ```
 //!
 //! What etcd does that the codec relies on (measured on etcd 3.4.23, see the fixtures):
@@ -175,6 +176,23 @@ pub fn parse_probe(answer: Answer<'_>) -> Probe {
             Err(e) => Probe::Failed(e.to_string()),
         },
     }
+}
+
+/// Whether the answer to a one-shot watch from the index after the last one a stream
+/// delivered (`watch_path(next, true)`, read whole) shows an event that stream should have
+/// delivered: an event from etcd's history (its index at or below the answer's
+/// `X-Etcd-Index`), or error 401 (more than 1000 events since). etcd 3.4's v2 store drops a
+/// streaming watcher whose 100-event buffer is full (a reader that fell behind) without ending
+/// its answer, so a stream that went quiet is checked this way. An answer that had not come
+/// yet (a long poll: nothing happened since) is not one.
+pub fn missed_by_stream(answer: Answer<'_>) -> bool {
+    if answer.status != 200 {
+        return EtcdError::parse(answer).is_ok_and(|e| e.code == Some(EVENT_INDEX_CLEARED));
+    }
+    let header = index(answer.etcd_index).unwrap_or(i64::MAX);
+    let line = answer.body.split(|&b| b == b'\n').find(|l| !l.trim_ascii().is_empty());
+    line.and_then(|l| event(l).ok())
+        .is_some_and(|(_, event_index)| event_index <= header)
 }
 
 /// etcd's error 100, "Key not found".

@@ -430,6 +430,32 @@ fn a_long_backlog_comes_in_bounded_batches_and_a_bad_line_after_good_ones_waits_
 }
 
 #[test]
+fn a_one_shot_answer_from_history_shows_a_deaf_stream_and_a_live_one_does_not() {
+    // An event from etcd's history (index 12, answered at 27): the stream missed it.
+    let r = recorded(include_bytes!("../recorded/watch_once_history_hit.http"));
+    assert!(missed_by_stream(answer(&r)));
+    // More than the window: missed too.
+    let r = recorded(include_bytes!("../recorded/watch_cleared.http"));
+    assert!(missed_by_stream(answer(&r)));
+    // An event that happened after the watch was made (index 11, answered at 10): nothing
+    // was missed, the one-shot watch simply waited for it.
+    let r = recorded(include_bytes!("../recorded/watch_stream_live.http"));
+    let first_event = r.body.split(|&b| b == b'\n').next().unwrap().to_vec();
+    let live = Answer {
+        status: 200,
+        etcd_index: Some("10"),
+        body: &first_event,
+    };
+    assert!(!missed_by_stream(live));
+    let html = Answer {
+        status: 502,
+        etcd_index: None,
+        body: b"<html>",
+    };
+    assert!(!missed_by_stream(html), "not etcd: the next check decides");
+}
+
+#[test]
 fn requests_are_the_documented_paths() {
     assert_eq!(
         watch_path(11, false),
