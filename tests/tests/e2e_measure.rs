@@ -148,3 +148,114 @@ fn cost_of_one_drift_check_at_10k_pod_groups() {
         String::new(),
     );
 }
+
+/// The connection flood of issue #11, measured (ignored; run with `--ignored --nocapture`):
+/// `LAINLET_MEASURE_FLOOD` (default 19,000: the test process has 20,000 descriptors too) connections from strangers, each sending a request
+/// and never reading, against a service allowed 20,000 descriptors; meanwhile a local caller
+/// GETs every 50 ms. Reports how many connections were served and refused, the local GETs
+/// served during the flood, and the RSS before, at the peak and after.
+conformance_test!(#[ignore] fn connection_flood_figures(kind) {
+    use std::io::{Read, Write};
+    let n: usize = std::env::var("LAINLET_MEASURE_FLOOD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(19_000);
+    let etcd = etcd_with_original();
+    let svc = command(kind, &etcd).open_files(20_000).start().expect("start");
+    let pid = svc.pid().unwrap();
+    let limit_line = svc
+        .log()
+        .lines()
+        .find(|l| l.contains("connections"))
+        .unwrap_or_default()
+        .to_owned();
+    let before = rss_kib(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The local caller.
+    let prober = {
+        let (addr, done) = (svc.addr().to_owned(), done.clone());
+        std::thread::spawn(move || {
+            let client = HttpClient::new().timeout(2 * SEC);
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(&addr, "/v2/configwatcher?target=vip") {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (ok, failed)
+        })
+    };
+    // The flood: strangers from 127.0.1.x, 8 threads.
+    let started = std::time::Instant::now();
+    let floods: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = svc.addr().to_owned();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let (mut opened, mut refused, mut failed) = (0u32, 0u32, 0u32);
+                for i in (t..n).step_by(8) {
+                    let client = HttpClient::from_ip(&format!("127.0.1.{}", 1 + i % 250));
+                    match client.connect(&addr) {
+                        Ok(mut s) => {
+                            let _ = s.write_all(b"GET /v2/configwatcher HTTP/1.1\r\nHost: x\r\n\r\n");
+                            opened += 1;
+                            held.push(s);
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+                // What each connection got: an answer, a refusal (503) or nothing yet.
+                let mut served = 0u32;
+                for s in &mut held {
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(50)));
+                    let mut head = [0u8; 12];
+                    if s.read(&mut head).is_ok_and(|k| k >= 12) {
+                        match &head[9..12] {
+                            b"503" => refused += 1,
+                            _ => served += 1,
+                        }
+                    }
+                }
+                (held, opened, served, refused, failed)
+            })
+        })
+        .collect();
+    let mut peak = before;
+    let mut results = Vec::new();
+    for f in floods {
+        while !f.is_finished() {
+            peak = peak.max(rss_kib(pid));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        results.push(f.join().unwrap());
+    }
+    peak = peak.max(rss_kib(pid));
+    let flood_time = started.elapsed();
+    let (mut opened, mut served, mut refused, mut failed) = (0, 0, 0, 0);
+    let mut held = Vec::new();
+    for (h, o, s, r, f) in results {
+        held.extend(h);
+        opened += o;
+        served += s;
+        refused += r;
+        failed += f;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    peak = peak.max(rss_kib(pid));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = prober.join().unwrap();
+    drop(held);
+    // After: the connections are gone; lainlet gives memory back after a flood.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let after = rss_kib(pid);
+    let r = svc.get("/v2/configwatcher?target=vip");
+    assert_eq!(r.status, 200, "served after the flood");
+    println!(
+        "{}: {n} connections in {flood_time:.1?} ({limit_line}): {opened} opened, {served} \
+         answered, {refused} refused 503, {failed} failed to connect; local GETs during: \
+         {ok} ok, {bad} failed; RSS {before} KiB before, {peak} KiB peak, {after} KiB after",
+        kind.bin_name()
+    );
+});
