@@ -41,6 +41,9 @@ impl Default for CheckPolicy {
 pub(super) struct Checks {
     drift: DriftCheck,
     next_drift: Option<Instant>,
+    /// When a quorum check last succeeded: silence is counted from the later of that and the
+    /// watch's last message.
+    quorum_ok_at: Option<Instant>,
     /// Quorum checks that failed.
     pub quorum_failures: u64,
     /// Key listings compared.
@@ -80,7 +83,11 @@ impl Engine {
             return (now, EtcdCheck::Backfill { at_revision });
         }
         let policy = self.config.checks;
-        let quorum = (last_message + policy.quorum_after, EtcdCheck::Quorum);
+        let silent_since = self
+            .checks
+            .quorum_ok_at
+            .map_or(last_message, |ok| ok.max(last_message));
+        let quorum = (silent_since + policy.quorum_after, EtcdCheck::Quorum);
         let Some(every) = policy.drift_every else {
             return quorum;
         };
@@ -115,13 +122,19 @@ impl Engine {
     /// quorum): report it with [`Engine::handle_etcd_failure`], which reconnects.
     pub fn handle_quorum_check(
         &mut self,
-        _now: Instant,
+        now: Instant,
         result: Result<(), String>,
     ) -> Result<(), String> {
-        result.map_err(|e| {
-            self.checks.quorum_failures += 1;
-            format!("no quorum: a linearizable read failed ({e})")
-        })
+        match result {
+            Ok(()) => {
+                self.checks.quorum_ok_at = Some(now);
+                Ok(())
+            }
+            Err(e) => {
+                self.checks.quorum_failures += 1;
+                Err(format!("no quorum: a linearizable read failed ({e})"))
+            }
+        }
     }
 
     /// A listing of etcd's keys for the drift check (or why none came).
@@ -250,6 +263,11 @@ mod tests {
         );
         assert_eq!(e.etcd_check_timeout(EtcdCheck::Quorum), s(3));
         assert_eq!(e.handle_quorum_check(t0 + s(15), Ok(())), Ok(()));
+        assert_eq!(
+            e.poll_etcd_check(t0 + s(15), t0 + s(5)),
+            (t0 + s(25), EtcdCheck::Quorum),
+            "a passed check counts as a message: the next one is a period later"
+        );
         assert!(healthz(&mut e).contains(r#""status":"ok""#));
         let failed = e.handle_quorum_check(t0 + s(25), Err("timed out".into()));
         let reason = failed.expect_err("a failed check is an etcd failure");
