@@ -183,7 +183,9 @@ impl History {
     }
 
     /// What happened to `view` after revision `resume`, the state being at `applied`.
-    pub fn since(&self, resume: i64, applied: i64, view: &ViewKey) -> Since {
+    /// `exact`: the view's selector is a key the state holds now (spec §2.1: then it selects
+    /// that key only, not the keys it is a prefix of).
+    pub fn since(&self, resume: i64, applied: i64, view: &ViewKey, exact: bool) -> Since {
         let Some(horizon) = self.horizon else {
             return Since::Unknown;
         };
@@ -223,9 +225,13 @@ impl History {
             return Since::Unchanged;
         }
         // An exact-hit selection (spec §2.1) switches between one key and a prefix when that
-        // key comes or goes: which members the client holds cannot be told then.
+        // key comes or goes: which members the client holds cannot be told then. While the
+        // key stays, the keys it is only a prefix of are not in the view.
         if selector != "*" && touching.contains(&selector) {
             return Since::Changed(None);
+        }
+        if exact {
+            return Since::Unchanged;
         }
         let members = view.endpoint.spec().members;
         let keys = touching
@@ -285,20 +291,23 @@ mod tests {
         h.record(now, 12, &[change(Family::Config, "vip")]);
         h.record(now, 15, &[change(Family::PodGroup, "hello/hello.web.web")]);
         let config = view(Endpoint::Config, "*");
-        assert_eq!(h.since(12, 15, &config), Since::Unchanged);
+        assert_eq!(h.since(12, 15, &config, false), Since::Unchanged);
         let members = |keys: &[&str]| Some(keys.iter().map(|k| k.to_string()).collect());
-        assert_eq!(h.since(11, 15, &config), Since::Changed(members(&["vip"])));
+        assert_eq!(
+            h.since(11, 15, &config, false),
+            Since::Changed(members(&["vip"]))
+        );
         let proxy = view(Endpoint::Proxy, "hello/");
         assert_eq!(
-            h.since(12, 15, &proxy),
+            h.since(12, 15, &proxy, false),
             Since::Changed(members(&["hello.web.web"]))
         );
         assert_eq!(
-            h.since(12, 15, &view(Endpoint::Apps, "*")),
+            h.since(12, 15, &view(Endpoint::Apps, "*"), false),
             Since::Changed(members(&["hello"]))
         );
         assert_eq!(
-            h.since(12, 15, &view(Endpoint::Proxy, "other/")),
+            h.since(12, 15, &view(Endpoint::Proxy, "other/"), false),
             Since::Unchanged
         );
     }
@@ -307,15 +316,23 @@ mod tests {
     fn revisions_outside_the_known_history_are_unknown() {
         let mut h = History::new(HistoryWindow::default());
         let v = view(Endpoint::Config, "*");
-        assert_eq!(h.since(5, 5, &v), Since::Unknown, "nothing loaded yet");
+        assert_eq!(
+            h.since(5, 5, &v, false),
+            Since::Unknown,
+            "nothing loaded yet"
+        );
         h.start(10);
         assert_eq!(
-            h.since(9, 10, &v),
+            h.since(9, 10, &v, false),
             Since::Unknown,
             "before the first snapshot"
         );
-        assert_eq!(h.since(11, 10, &v), Since::Unknown, "from the future");
-        assert_eq!(h.since(10, 10, &v), Since::Unchanged);
+        assert_eq!(
+            h.since(11, 10, &v, false),
+            Since::Unknown,
+            "from the future"
+        );
+        assert_eq!(h.since(10, 10, &v, false), Since::Unchanged);
     }
 
     #[test]
@@ -334,11 +351,30 @@ mod tests {
         let v = view(Endpoint::Config, "*");
         assert!(h.stats().entries <= 2);
         assert_eq!(
-            h.since(2, 5, &v),
+            h.since(2, 5, &v, false),
             Since::Unknown,
             "k3 may be gone from the history"
         );
-        assert!(matches!(h.since(4, 5, &v), Since::Changed(_)));
+        assert!(matches!(h.since(4, 5, &v, false), Since::Changed(_)));
+    }
+
+    #[test]
+    fn an_exact_hit_selection_ignores_keys_that_only_share_its_prefix() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryWindow::default());
+        h.start(1);
+        h.record(now, 2, &[change(Family::Config, "vips/192.168.77.201")]);
+        let vip = view(Endpoint::Config, "vip");
+        assert_eq!(
+            h.since(1, 2, &vip, true),
+            Since::Unchanged,
+            "`vip` exists: exact"
+        );
+        assert_eq!(
+            h.since(1, 2, &vip, false),
+            Since::Changed(Some(["vips/192.168.77.201".to_owned()].into())),
+            "no `vip`: a prefix"
+        );
     }
 
     #[test]
@@ -348,7 +384,7 @@ mod tests {
         h.start(1);
         h.record(now, 2, &[change(Family::Config, "domain")]);
         assert_eq!(
-            h.since(1, 2, &view(Endpoint::Config, "domain")),
+            h.since(1, 2, &view(Endpoint::Config, "domain"), true),
             Since::Changed(None)
         );
     }

@@ -44,7 +44,7 @@ use crate::json::to_bytes;
 use crate::request::{Delivery, Method, Query, Request, Route, StreamOptions};
 use crate::response::{Reply, Response};
 use crate::sse::Frame;
-use crate::state::{ClusterState, Family};
+use crate::state::{ClusterState, Family, Source};
 use crate::views::{resolve, BodyShape, Endpoint, Members, RenderContext, ViewKey};
 use etcd::EtcdLink;
 use history::{History, Since};
@@ -424,7 +424,10 @@ impl Engine {
     ) -> bool {
         let applied = self.applied_revision().unwrap_or(0);
         let since = match resume {
-            r if r >= 0 => self.history.since(r, applied, &key),
+            r if r >= 0 => {
+                let exact = self.selects_exactly(&key);
+                self.history.since(r, applied, &key, exact)
+            }
             _ => Since::Unknown,
         };
         let name_safe =
@@ -455,6 +458,18 @@ impl Engine {
             view.subscribers.insert(id);
         }
         started
+    }
+
+    /// Whether `key`'s selector is a cache key the state holds (an exact hit, spec §2.1).
+    fn selects_exactly(&self, key: &ViewKey) -> bool {
+        let source = match key.family() {
+            Family::Config => Source::Config,
+            Family::PodGroup => Source::PodGroup,
+            Family::Depends => Source::Depends,
+            Family::Nodes => Source::Node,
+            Family::Container => return false,
+        };
+        key.selector != "*" && self.state.contains(source, &key.selector)
     }
 
     fn rendering(&mut self, key: &ViewKey) -> Result<Bytes, ApiError> {
