@@ -62,11 +62,14 @@ pub trait HttpBody: Send {
 }
 
 /// The v2 keys API of one endpoint at a time.
-pub struct V2Client<H, R> {
+pub struct V2Client<H: HttpGet, R> {
     http: H,
     rt: R,
     authorization: Option<String>,
     base: Option<String>,
+    /// A live stream opened just before the last snapshot read, and the index it starts after
+    /// (see [`V2Client::read_snapshot`]).
+    opened: Option<(V2Watch<H, R>, i64)>,
 }
 
 impl<H: HttpGet, R: Runtime> V2Client<H, R> {
@@ -77,6 +80,7 @@ impl<H: HttpGet, R: Runtime> V2Client<H, R> {
             rt,
             authorization: credentials.map(|(user, password)| v2::basic_auth(&user, &password)),
             base: None,
+            opened: None,
         }
     }
 
@@ -139,6 +143,40 @@ async fn read_all<B: HttpBody>(body: &mut B) -> anyhow::Result<Vec<u8>> {
     Ok(all)
 }
 
+/// Starts the watch `path` (from `start_revision`; 0 for a live one): the watch, and the index
+/// its answer's `X-Etcd-Index` says it starts after.
+async fn open<H: HttpGet, R: Runtime>(
+    endpoint: Endpoint<H, R>,
+    path: &str,
+    start_revision: i64,
+    in_history: bool,
+) -> anyhow::Result<(V2Watch<H, R>, i64)> {
+    {
+        let head = match first(endpoint.head(path), endpoint.rt.sleep(CALL_TIMEOUT)).await {
+            Either::Left(head) => head.context("starting the watch")?,
+            Either::Right(()) => bail!("starting the watch: no answer within {CALL_TIMEOUT:?}"),
+        };
+        let after = head
+            .etcd_index
+            .as_deref()
+            .and_then(|i| i.trim().parse::<i64>().ok())
+            .filter(|_| head.status == 200);
+        let decoder = WatchDecoder::new(head.status, head.etcd_index.as_deref(), !in_history);
+        let watch = V2Watch {
+            body: head.body,
+            decoder,
+            whole: in_history || head.status != 200,
+            body_done: false,
+            finished: false,
+            endpoint,
+            next_index: start_revision.max(after.map_or(0, |a| a + 1)),
+            quiet_since: Instant::now(),
+            busy: false,
+        };
+        Ok((watch, after.unwrap_or(i64::MAX)))
+    }
+}
+
 impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
     type Watch = V2Watch<H, R>;
 
@@ -167,6 +205,7 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
 
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
         self.base = None;
+        self.opened = None;
         if !url.starts_with("http://") {
             bail!("{url}: the v2 keys API is read over plain http (use --etcd-api v3 for TLS)");
         }
@@ -189,7 +228,14 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
         }
     }
 
+    /// Reads the snapshot, after opening a live stream (from etcd's current index, so it
+    /// never answers from history): the watch that follows the snapshot is that stream, and
+    /// no event can fall between the two however fast etcd is written (its events up to the
+    /// snapshot's index are replays the engine ignores). Without it, a watch from the index
+    /// after the snapshot would start in etcd's history, one event per request.
     async fn read_snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        self.opened = None;
+        let live = open(self.endpoint()?, v2::LIVE_WATCH_PATH, 0, false).await;
         let (status, index, body) = self
             .endpoint()?
             .call(v2::SNAPSHOT_PATH, CALL_TIMEOUT)
@@ -199,7 +245,13 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
             etcd_index: index.as_deref(),
             body: &body,
         };
-        Ok(v2::parse_snapshot(answer)?)
+        let snapshot = v2::parse_snapshot(answer)?;
+        if let Ok((watch, after)) = live {
+            if after <= snapshot.revision {
+                self.opened = Some((watch, after));
+            }
+        }
+        Ok(snapshot)
     }
 
     async fn watch(
@@ -207,23 +259,15 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
         start_revision: i64,
         in_history: bool,
     ) -> anyhow::Result<V2Watch<H, R>> {
-        let endpoint = self.endpoint()?;
+        if let Some((watch, after)) = self.opened.take() {
+            if after < start_revision {
+                return Ok(watch); // it has every event from `after + 1` on
+            }
+        }
         let path = v2::watch_path(start_revision, in_history);
-        let head = match first(endpoint.head(&path), self.rt.sleep(CALL_TIMEOUT)).await {
-            Either::Left(head) => head.context("starting the watch")?,
-            Either::Right(()) => bail!("starting the watch: no answer within {CALL_TIMEOUT:?}"),
-        };
-        let decoder = WatchDecoder::new(head.status, head.etcd_index.as_deref(), !in_history);
-        Ok(V2Watch {
-            body: head.body,
-            decoder,
-            whole: in_history || head.status != 200,
-            body_done: false,
-            finished: false,
-            endpoint,
-            next_index: start_revision,
-            quiet_since: Instant::now(),
-        })
+        Ok(open(self.endpoint()?, &path, start_revision, in_history)
+            .await?
+            .0)
     }
 }
 
@@ -239,6 +283,8 @@ pub struct V2Watch<H: HttpGet, R> {
     endpoint: Endpoint<H, R>,
     next_index: i64,
     quiet_since: Instant,
+    /// The last two pieces came less than [`BUSY_GAP`] apart: a silence is suspect sooner.
+    busy: bool,
 }
 
 impl<H: HttpGet, R: Runtime> V2Watch<H, R> {
@@ -255,6 +301,7 @@ impl<H: HttpGet, R: Runtime> V2Watch<H, R> {
 async fn deaf<H: HttpGet, R: Runtime>(
     endpoint: &Endpoint<H, R>,
     next_index: i64,
+    busy: bool,
 ) -> anyhow::Result<Option<i64>> {
     {
         let path = v2::watch_path(next_index, true);
@@ -273,7 +320,7 @@ async fn deaf<H: HttpGet, R: Runtime>(
                 .etcd_index
                 .as_deref()
                 .and_then(|i| i.trim().parse().ok());
-            Ok::<_, anyhow::Error>(v2::missed_by_stream(answer).then(|| index.unwrap_or(0)))
+            Ok::<_, anyhow::Error>(v2::missed_by_stream(answer, busy).then(|| index.unwrap_or(0)))
         };
         match first(ask, endpoint.rt.sleep(PROBE_TIMEOUT)).await {
             Either::Left(r) => r.context("checking a quiet watch stream"),
@@ -284,8 +331,13 @@ async fn deaf<H: HttpGet, R: Runtime>(
     }
 }
 
-/// Silence on a v2 stream after which it is checked ([`V2Watch::deaf`]).
+/// Silence on a v2 stream after which it is checked ([`deaf`]).
 pub const DEAF_AFTER: Duration = Duration::from_secs(3);
+/// The same after a busy stream (events less than [`BUSY_GAP`] apart): etcd drops watchers
+/// exactly when it writes fast, and a busy stream that falls silent is suspect at once.
+pub const DEAF_AFTER_BUSY: Duration = Duration::from_millis(300);
+/// Pieces of a stream closer than this make it busy.
+pub const BUSY_GAP: Duration = Duration::from_millis(100);
 /// How long the check waits for an answer from etcd's history.
 const DEAF_ANSWER: Duration = Duration::from_secs(1);
 
@@ -317,7 +369,12 @@ impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
                 self.finished = true;
                 return Ok(Some(self.decoder.finish().context("watch")?));
             }
-            let (rt, quiet) = (self.endpoint.rt.clone(), self.quiet_since + DEAF_AFTER);
+            let after = if self.busy {
+                DEAF_AFTER_BUSY
+            } else {
+                DEAF_AFTER
+            };
+            let (rt, quiet) = (self.endpoint.rt.clone(), self.quiet_since + after);
             let read = first(self.chunk(), rt.sleep_until(quiet)).await;
             match read {
                 Either::Left(r) => match r? {
@@ -325,7 +382,8 @@ impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
                     None => self.body_done = true,
                 },
                 Either::Right(()) => {
-                    if let Some(etcd_index) = deaf(&self.endpoint, self.next_index).await? {
+                    let missed = deaf(&self.endpoint, self.next_index, self.busy).await?;
+                    if let Some(etcd_index) = missed {
                         warn!(
                             "etcd stopped sending on the v2 watch stream after index {} (its \
                              v2 store drops a watcher that falls 100 events behind): \
@@ -340,19 +398,32 @@ impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
                         }));
                     }
                     self.quiet_since = Instant::now();
+                    self.busy = false;
                     continue;
                 }
             }
-            self.quiet_since = Instant::now();
-            // A backlog: take what the body already holds, decoded as one batch.
+            let now = Instant::now();
+            self.busy = now.saturating_duration_since(self.quiet_since) < BUSY_GAP;
+            self.quiet_since = now;
+            // A backlog: take what the body already holds, decoded as one batch. The HTTP
+            // client may hand a chunk over from a task of its own: let it run once before
+            // deciding that nothing more is there.
+            let mut yielded = false;
             for _ in 0..READY_CHUNKS {
                 if self.body_done {
                     break;
                 }
                 match ready_now(self.body.chunk()).await {
-                    Some(Ok(Some(bytes))) => self.decoder.push(&bytes).context("watch")?,
+                    Some(Ok(Some(bytes))) => {
+                        self.decoder.push(&bytes).context("watch")?;
+                        yielded = false;
+                    }
                     Some(Ok(None)) => self.body_done = true,
                     Some(Err(e)) => return Err(e.context("watch")),
+                    None if !yielded => {
+                        yield_once().await;
+                        yielded = true;
+                    }
                     None => break,
                 }
             }
@@ -363,6 +434,20 @@ impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
 /// Chunks taken without waiting after one that was waited for (etcd sends one event per
 /// chunk, so this bounds a batch read from a backlog).
 const READY_CHUNKS: usize = 256;
+
+/// Lets the other tasks of the runtime run once (wakes itself, then is pending once).
+async fn yield_once() {
+    let mut done = false;
+    std::future::poll_fn(|cx| {
+        if done {
+            return std::task::Poll::Ready(());
+        }
+        done = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
 
 /// `f`'s output if it is ready at once. It is polled with the task's own waker (a waker that
 /// does nothing could be the last one the body's channel keeps, and its next wake-up lost).

@@ -5,6 +5,7 @@
 //! tests' fixtures (`core/src/etcd/recorded/`).
 //!
 //! ```text
+//! GET LIVE_WATCH_PATH, then SNAPSHOT_PATH → the stream that follows the snapshot (no gap)
 //! GET SNAPSHOT_PATH                      → parse_snapshot(answer)       → Snapshot
 //! GET PROBE_PATH                         → parse_probe(answer)          → Probe (and liveness)
 //! GET watch_path(start, in_history)      → WatchDecoder: head, each line, end → WatchResponse
@@ -56,6 +57,10 @@ pub const INDEX_HEADER: &str = "X-Etcd-Index";
 
 /// Longest line of a watch answer accepted (one event; deployd's values are a few KiB).
 pub const MAX_LINE: usize = 64 << 20;
+
+/// A streaming watch of `/lain` from etcd's current index (no `waitIndex`: it never answers
+/// from history). Its answer's `X-Etcd-Index` is the index its first event follows.
+pub const LIVE_WATCH_PATH: &str = "/v2/keys/lain?wait=true&recursive=true&stream=true";
 
 /// The watch of `/lain` (recursive) from `start_revision`: with `stream=true` unless
 /// `in_history` (etcd already reported an index at or past the start, so the answer is one
@@ -179,18 +184,26 @@ pub fn parse_probe(answer: Answer<'_>) -> Probe {
 }
 
 /// Whether the answer to a one-shot watch from the index after the last one a stream
-/// delivered (`watch_path(next, true)`, read whole) shows an event that stream should have
-/// delivered: an event from etcd's history (its index at or below the answer's
-/// `X-Etcd-Index`), or error 401 (more than 1000 events since). etcd 3.4's v2 store drops a
-/// streaming watcher whose 100-event buffer is full (a reader that fell behind) without ending
-/// its answer, so a stream that went quiet is checked this way. An answer that had not come
-/// yet (a long poll: nothing happened since) is not one.
-pub fn missed_by_stream(answer: Answer<'_>) -> bool {
+/// delivered (`watch_path(next, true)`, read whole) shows that the stream missed events. etcd
+/// 3.4's v2 store drops a streaming watcher whose 100-event buffer is full (a reader that fell
+/// behind) without ending its answer, so a stream that went quiet is checked this way:
+///
+/// * an event from etcd's history (its index at or below the answer's `X-Etcd-Index`): the
+///   stream should have delivered it — missed;
+/// * error 401 (more than 1000 indexes since): missed if the stream was `busy` just before
+///   (etcd drops watchers exactly then); after a quiet stream it only says that etcd was
+///   written elsewhere meanwhile, which a healthy stream does not see;
+/// * an answer that had not come yet (a long poll: nothing happened since), or anything that
+///   is not etcd's: not missed (the next check decides).
+pub fn missed_by_stream(answer: Answer<'_>, busy: bool) -> bool {
     if answer.status != 200 {
-        return EtcdError::parse(answer).is_ok_and(|e| e.code == Some(EVENT_INDEX_CLEARED));
+        return busy && EtcdError::parse(answer).is_ok_and(|e| e.code == Some(EVENT_INDEX_CLEARED));
     }
     let header = index(answer.etcd_index).unwrap_or(i64::MAX);
-    let line = answer.body.split(|&b| b == b'\n').find(|l| !l.trim_ascii().is_empty());
+    let line = answer
+        .body
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty());
     line.and_then(|l| event(l).ok())
         .is_some_and(|(_, event_index)| event_index <= header)
 }
