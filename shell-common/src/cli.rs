@@ -164,6 +164,39 @@ pub struct Cli {
     )]
     pub etcd_api_recheck: u64,
 
+    /// Seconds of change history kept for watches that resume (`rev=1`/`diff=1` with
+    /// `Last-Event-ID` or `since`): a change is forgotten once it is older than this and more
+    /// than `--history-revisions` revisions behind the newest.
+    #[arg(
+        long,
+        env = "LAINLET_HISTORY_SECS",
+        default_value_t = 300,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(0..=86_400)
+    )]
+    pub history_secs: u64,
+
+    /// Revisions of change history kept for resuming watches (see `--history-secs`).
+    #[arg(
+        long,
+        env = "LAINLET_HISTORY_REVISIONS",
+        default_value_t = 10_000,
+        value_name = "N",
+        value_parser = clap::value_parser!(i64).range(0..=100_000_000)
+    )]
+    pub history_revisions: i64,
+
+    /// The memory bound of that history: beyond this many changed keys the oldest are
+    /// dropped whatever their age (a resume from before them gets a fresh `init`).
+    #[arg(
+        long,
+        env = "LAINLET_HISTORY_MAX_ENTRIES",
+        default_value_t = 200_000,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=100_000_000)
+    )]
+    pub history_max_entries: u64,
+
     /// Seconds of silence on the etcd watch after which a linearizable read must show that
     /// the member still has a quorum (else another endpoint is tried and /healthz says
     /// `stale`); checked again as often while the watch stays silent.
@@ -452,6 +485,11 @@ impl Cli {
             etcd_api: self.etcd_api,
             store_reprobe: std::time::Duration::from_secs(self.etcd_api_recheck.max(1)),
             seed: random_seed(),
+            history: lainlet_core::HistoryWindow {
+                min_age: std::time::Duration::from_secs(self.history_secs),
+                min_revisions: self.history_revisions,
+                max_entries: usize::try_from(self.history_max_entries).unwrap_or(usize::MAX),
+            },
             checks: lainlet_core::CheckPolicy {
                 quorum_after: std::time::Duration::from_secs(self.quorum_check_after),
                 drift_every: (self.drift_check_every > 0)
