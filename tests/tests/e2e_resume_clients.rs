@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | `/v2/configwatcher?watch=1&rev=1&heartbeat=1` | full mode, with heartbeats |
 //! | `/v2/coreinfowatcher?watch=1&diff=1&heartbeat=1` | diff mode over the pod groups |
-//! | `/v2/configwatcher?target=vip&watch=1&diff=1` | diff mode, untouched by some interruptions |
+//! | `/v2/nodes?watch=1&diff=1` | diff mode, untouched by some interruptions |
 //!
 //! through three interruptions, with changes made while they are disconnected:
 //!
@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::*;
-use lainlet_fixtures::keys;
+use lainlet_fixtures::{keys, node_value};
 use lainlet_tests::*;
 use resume_support::*;
 use serde_json::{json, Value};
@@ -51,14 +51,11 @@ const WATCHES: [(&str, &str); 3] = [
         "/v2/coreinfowatcher?watch=1&diff=1&heartbeat=1",
         "/v2/coreinfowatcher",
     ),
-    (
-        "/v2/configwatcher?target=vip&watch=1&diff=1",
-        "/v2/configwatcher?target=vip",
-    ),
+    ("/v2/nodes?watch=1&diff=1", "/v2/nodes"),
 ];
 const FULL: usize = 0;
 const PODS: usize = 1;
-const VIP: usize = 2;
+const NODES: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Client {
@@ -257,7 +254,7 @@ fn check_frames_on_the_wire(gate: &Gate) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Resume {
     /// Lainlet knows what changed: `update` (full), `patch` of exactly that (diff), nothing
-    /// for the unchanged vip view until its next change.
+    /// for the unchanged nodes view until its next change (a new node, after each resume).
     Known,
     /// It cannot know: `init` everywhere.
     Init,
@@ -330,42 +327,52 @@ fn check_resume(
             }
         }
         Resume::Known => {
-            let full = events(FULL);
-            assert!(
-                !full.is_empty() && full.len() <= 2 && full.iter().all(|e| *e == "update"),
-                "{client:?} {what}: the full view resumes with an update (and the marker's): \
-                 {full:?}"
+            assert_eq!(
+                events(FULL),
+                ["update"],
+                "{client:?} {what}: the full view resumes with one update"
             );
-            let pods = &changes[PODS];
+            // What lainlet sent, against what the client held before and a GET now.
+            let sent = |i: usize| -> Vec<Frame> {
+                let conns = gate.conns_to(WATCHES[i].0);
+                let frames = conns.last().unwrap().frames();
+                frames.into_iter().filter(|f| !f.is_heartbeat()).collect()
+            };
+            let pods = sent(PODS);
             assert_eq!(
                 events(PODS),
                 ["patch"],
                 "{client:?} {what}: the pod groups resume with one patch"
             );
-            let patch = expected_patch(&before.states[PODS], &pods[0].state);
+            let want = expected_patch(&before.states[PODS], &run.state(PODS));
+            assert_eq!(
+                patch_parts(&pods[0].json()),
+                want,
+                "{client:?} {what}: the patch holds exactly what changed"
+            );
             let (put, delete) = pods_changed;
+            let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
             assert_eq!(
-                (
-                    patch.0.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-                    patch.1.iter().map(String::as_str).collect::<BTreeSet<_>>()
-                ),
-                (
-                    put.iter().copied().collect::<BTreeSet<_>>(),
-                    delete.iter().copied().collect::<BTreeSet<_>>()
-                ),
-                "{client:?} {what}: the patch brought exactly the pod groups that changed"
+                (want.0.keys().cloned().collect(), want.1),
+                (names(put), names(delete)),
+                "{client:?} {what}: the pod groups changed while it was away"
             );
             assert_eq!(
-                events(VIP),
+                events(NODES),
                 ["patch"],
-                "{client:?} {what}: the unchanged vip view sends only its next change"
+                "{client:?} {what}: the unchanged nodes view sends only its next change"
             );
+            let nodes = sent(NODES);
+            let marker = expected_patch(&before.states[NODES], &run.state(NODES));
+            assert_eq!(marker.0.len(), 1, "{client:?} {what}: one new node");
+            assert_eq!(patch_parts(&nodes[0].json()), marker, "{client:?} {what}");
         }
     }
 }
 
-fn history_lost(svc: &Service) -> f64 {
-    metric(svc, "lainlet_etcd_history_lost_total").unwrap_or(0.0)
+/// Reads of the whole store (the first snapshot and every re-read).
+fn snapshots(svc: &Service) -> f64 {
+    metric(svc, "lainlet_snapshots_total").unwrap_or(0.0)
 }
 
 fn resume_across_restarts_and_a_compaction(kind: ServiceKind, store: Store, client: Client) {
@@ -379,8 +386,15 @@ fn resume_across_restarts_and_a_compaction(kind: ServiceKind, store: Store, clie
         assert_eq!(run.changes_on(i, 1)[0].event, "init", "watch {i}");
     }
     let mut conn = 1;
-    let marker = |etcd: &EtcdServer, svc: &Service, vip: &str| {
-        wait_revision(svc, etcd.with_store(store).put(&keys::config("vip"), vip));
+    // A new node after each resume: a change of the nodes view only.
+    let marker = |etcd: &EtcdServer, svc: &Service, n: u8| {
+        let (name, ip) = (format!("node{n}"), format!("192.168.77.{}", 20 + n));
+        let value = node_value(&name, &ip, 22, "/dev/sdb");
+        wait_revision(
+            svc,
+            etcd.with_store(store)
+                .put(&keys::node(&name, &ip, 22), value),
+        );
     };
     // Before each interruption: a heartbeat after the last change, then what the client has.
     let prepare = |run: &Run, gate: &Gate| {
@@ -418,7 +432,7 @@ fn resume_across_restarts_and_a_compaction(kind: ServiceKind, store: Store, clie
     wait_until(20 * SEC, || {
         (0..WATCHES.len()).all(|i| run.connects(i) == conn)
     });
-    marker(&etcd, &svc, "192.168.77.241");
+    marker(&etcd, &svc, 3);
     run.wait_current(&svc, conn, "after a restart");
     assert_eq!(run.state(FULL)["e2e/text"], json!("naïve café ☕"));
     let restart = match store {
@@ -435,7 +449,7 @@ fn resume_across_restarts_and_a_compaction(kind: ServiceKind, store: Store, clie
     // 2. lainlet frozen, its etcd connection broken, changes, the history compacted past it
     //    (v3) or the 1000-event window moved past it (v2), lainlet thawed and re-reading.
     let before = prepare(&run, &gate);
-    let lost = history_lost(&svc);
+    let reads = snapshots(&svc);
     svc.signal(libc::SIGSTOP).unwrap();
     gate.cut();
     etcd.restart().unwrap();
@@ -455,16 +469,13 @@ fn resume_across_restarts_and_a_compaction(kind: ServiceKind, store: Store, clie
     }
     svc.signal(libc::SIGCONT).unwrap();
     wait_revision(&svc, etcd.with_store(store).current_revision());
-    assert!(
-        history_lost(&svc) > lost,
-        "lainlet had to re-read the store"
-    );
+    assert!(snapshots(&svc) > reads, "lainlet had to re-read the store");
     gate.release();
     conn += 1;
     wait_until(20 * SEC, || {
         (0..WATCHES.len()).all(|i| run.connects(i) == conn)
     });
-    marker(&etcd, &svc, "192.168.77.242");
+    marker(&etcd, &svc, 4);
     run.wait_current(&svc, conn, "after a compaction");
     let pods = (&["hello.worker.extra"][..], &[][..]);
     check_resume(
@@ -486,6 +497,8 @@ fn resume_across_restarts_and_a_compaction(kind: ServiceKind, store: Store, clie
         let (web, value) = hello_web_with_ip("172.20.0.39");
         w.put(&web, value);
         w.put(&keys::config("vip"), "192.168.77.243");
+        let node2 = node_value("node2", "192.168.77.22", 22, "/dev/sdc");
+        w.put(&keys::node("node2", "192.168.77.22", 22), node2);
     }
     if store == Store::V3 {
         etcd.compact(etcd.current_revision());
