@@ -32,11 +32,13 @@ store_conformance_test!(fn a_silent_watch_checks_the_quorum_once_a_period_not_in
         .start()
         .expect("start the service");
     wait_revision(&svc, etcd.with_store(store).current_revision());
-    // Silence past the period, then count for 3 s: about one check a second.
+    // Silence past the period, then count for 3 s: about one check a second (a v2 check may
+    // take more than one read, and the v2 stream is also checked for deafness now and then):
+    // a few reads a second, where checks run back to back make thousands.
     std::thread::sleep(Duration::from_millis(1500));
     let before = reads(&etcd, store);
     std::thread::sleep(3 * SEC);
     let checks = reads(&etcd, store) - before;
-    assert!(checks <= 10.0, "{checks} reads of etcd in 3 s of silence (one a second expected)");
+    assert!(checks <= 30.0, "{checks} reads of etcd in 3 s of silence (a few a second expected)");
     assert_eq!(svc.get("/healthz").json()["status"], "ok");
 });
