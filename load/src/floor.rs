@@ -1,24 +1,24 @@
 //! The floor (`--mode floor`): the least a server on this machine must do to deliver one change
 //! to N SSE watchers, measured with the same clients as lainlet.
 //!
-//! A minimal writer inside the tool, on threads of its own: an acceptor answers each watch
-//! request with lainlet's SSE head and `init` frame, then hands the socket (non-blocking) to
-//! one of `threads` writers, each owning a slice of the connections. For every change the
-//! coordinator stamps the time it is *sent*, and each writer writes one pre-rendered frame —
-//! the exact bytes lainlet sends for that change ([`crate::render`]: same size, id and sequence
-//! marker), rendered before the change is timed — to each of its sockets with one `write`
-//! (`send`) call, in a plain loop. A socket that cannot take the whole frame keeps the rest
-//! and at most one newer frame (conflation, like lainlet) and is flushed when it becomes
-//! writable. No parsing, no locks shared between writers, no allocation per frame, no wakeups
-//! per watcher: what remains is the kernel's TCP send path.
-//!
-//! The floor's CPU time is the sum of its threads' own CPU clocks (`CLOCK_THREAD_CPUTIME_ID`),
-//! its memory per watcher the state it keeps per connection.
+//! A minimal writer, run as a process of its own (this binary, started by
+//! [`crate::floor_remote`]: the clients and the server each hold N sockets, and both ends in
+//! one process would not fit this machine's open-files limit at 10,000 watchers; as a process
+//! of its own it is also measured like lainlet, RSS and CPU from `/proc`). An acceptor thread
+//! answers each watch request with lainlet's SSE head and `init` frame, then hands the socket
+//! (non-blocking) to one of `threads` writers, each owning a slice of the connections. For
+//! every change the tool sends a sequence number down a pipe; the frame of that change — the
+//! exact bytes lainlet sends for it ([`crate::render`]: same size, id and sequence marker) —
+//! is already rendered, and each writer writes it to each of its sockets with one `write`
+//! (`send`) call, in a plain loop, then the floor answers `done`. A socket that cannot take
+//! the whole frame keeps the rest and at most one newer frame (conflation, like lainlet) and
+//! is flushed when it becomes writable. No parsing, no locks shared between writers, no
+//! allocation per frame, no wakeups per watcher: what remains is the kernel's TCP send path.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,11 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use lainlet_core::SSE_HEAD;
-use tokio::sync::oneshot;
 
-use crate::clients::Clock;
 use crate::render::Frames;
-use crate::stats::Sent;
 
 /// Listen backlog (the clients open up to `--connect-concurrency` at once).
 const BACKLOG: libc::c_int = 4096;
@@ -54,6 +51,9 @@ pub struct Params {
     pub first: Vec<u8>,
 }
 
+/// The value of the key with sequence number `seq` (the scenario's).
+pub type Values = Box<dyn Fn(u32) -> Vec<u8> + Send>;
+
 /// A running floor server. Dropping it stops its threads and closes every connection.
 pub struct Floor {
     addr: SocketAddr,
@@ -62,7 +62,7 @@ pub struct Floor {
     writers: Vec<Sender<Pass>>,
     threads: Vec<JoinHandle<()>>,
     /// The frames of each path, followed change by change.
-    frames: Option<Vec<Frames>>,
+    frames: Vec<Frames>,
 }
 
 struct Shared {
@@ -75,9 +75,6 @@ struct Shared {
     dead: AtomicUsize,
     /// (connection, change) pairs conflated because the socket was still busy.
     conflated: AtomicUsize,
-    /// CPU nanoseconds of each floor thread (acceptor, writers, coordinator), as each last
-    /// saw its own clock.
-    cpu_ns: Vec<AtomicU64>,
 }
 
 /// One change for one writer: the frame of each path, and where to say it is done.
@@ -124,7 +121,6 @@ impl Floor {
             refused: AtomicUsize::new(0),
             dead: AtomicUsize::new(0),
             conflated: AtomicUsize::new(0),
-            cpu_ns: (0..t + 2).map(|_| AtomicU64::new(0)).collect(),
         });
         let mut threads = Vec::new();
         let (s, paths) = (shared.clone(), params.paths.clone());
@@ -145,7 +141,7 @@ impl Floor {
             shared,
             writers,
             threads,
-            frames: Some(frames),
+            frames,
         })
     }
 
@@ -172,48 +168,77 @@ impl Floor {
         )
     }
 
-    /// CPU seconds of the floor's threads so far.
-    pub fn cpu_secs(&self) -> f64 {
-        let ns: u64 = self
-            .shared
-            .cpu_ns
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
-        ns as f64 / 1e9
-    }
-
-    /// The floor's memory per connection: the state it keeps for one (KiB).
-    pub fn kib_per_connection() -> f64 {
-        std::mem::size_of::<Conn>() as f64 / 1024.0
-    }
-
-    /// Writes the changes `values` at `rate` per second from a coordinator thread: for each,
-    /// renders lainlet's frame of every path (untimed), waits for its tick, stamps it sent,
-    /// hands it to every writer and waits until each has handed it to all its sockets (the
-    /// "put" time). The answer comes on the returned channel (the caller's runtime keeps
-    /// running meanwhile). Can run once.
-    pub fn start_series(
-        &mut self,
-        clock: Clock,
-        values: Vec<(u32, Vec<u8>)>,
-        rate: f64,
-    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<Vec<Sent>>>> {
-        let mut frames = self
+    /// The frame of every path when the key takes `value` (rendered by lainlet's engine).
+    pub fn render(&mut self, value: &[u8]) -> anyhow::Result<Arc<Vec<Arc<[u8]>>>> {
+        let frames = self
             .frames
-            .take()
-            .ok_or_else(|| anyhow!("the floor's series runs once"))?;
-        let writers = self.writers.clone();
-        let shared = self.shared.clone();
-        let (tx, rx) = oneshot::channel();
-        spawn("floor-series", move || {
-            let slot = shared.cpu_ns.len() - 1;
-            let result = coordinate(clock, &mut frames, &writers, values, rate);
-            shared.cpu_ns[slot].store(thread_cpu_ns(), Ordering::Relaxed);
-            let _ = tx.send(result);
-        })?;
-        Ok(rx)
+            .iter_mut()
+            .map(|f| f.next(value.to_vec()).map(Arc::<[u8]>::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Arc::new(frames))
     }
+
+    /// Hands `frames` (from [`Floor::render`]) to every writer and waits until each has
+    /// handed it to all its sockets.
+    pub fn pass(&self, frames: &Arc<Vec<Arc<[u8]>>>) -> anyhow::Result<()> {
+        let (done_tx, done_rx) = mpsc::channel();
+        for w in &self.writers {
+            let pass = Pass {
+                frames: frames.clone(),
+                done: done_tx.clone(),
+            };
+            w.send(pass)
+                .map_err(|_| anyhow!("a floor writer stopped"))?;
+        }
+        for _ in &self.writers {
+            done_rx
+                .recv_timeout(PASS_TIMEOUT)
+                .map_err(|_| anyhow!("a floor writer took more than {PASS_TIMEOUT:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `--mode floor-server` (started by [`crate::floor_remote`]): starts a floor, prints
+/// `listening ADDR`, then for every line of stdin answers: `SEQ` → writes the frame of the
+/// key's value `values(SEQ)` to every watcher, `done SEQ`; `stats` → `stats ACCEPTED REFUSED
+/// DEAD CONFLATED`. The next change's frame is rendered ahead (SEQ + 1), before it is asked
+/// for. Ends at the end of stdin (the tool is gone) or after `limit`.
+pub fn serve(
+    params: Params,
+    first_seq: u32,
+    values: Values,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let mut floor = Floor::start(params)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening {}", floor.addr())?;
+    out.flush()?;
+    let deadline = Instant::now() + limit;
+    let mut ahead = (first_seq + 1, floor.render(&values(first_seq + 1))?);
+    let mut lines = io::stdin().lock().lines();
+    while Instant::now() < deadline {
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim();
+        if line == "stats" {
+            let ((a, r), (d, c)) = (floor.accepted(), floor.troubles());
+            writeln!(out, "stats {a} {r} {d} {c}")?;
+        } else if let Ok(seq) = line.parse::<u32>() {
+            if ahead.0 != seq {
+                ahead = (seq, floor.render(&values(seq))?);
+            }
+            floor.pass(&ahead.1)?;
+            writeln!(out, "done {seq}")?;
+            out.flush()?;
+            ahead = (seq + 1, floor.render(&values(seq + 1))?);
+            continue;
+        } else {
+            writeln!(out, "error unknown command {line:?}")?;
+        }
+        out.flush()?;
+    }
+    Ok(())
 }
 
 impl Drop for Floor {
@@ -236,73 +261,22 @@ fn spawn<T: Send + 'static>(
         .with_context(|| format!("starting the {name} thread"))
 }
 
-/// This thread's CPU time in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn coordinate(
-    clock: Clock,
-    frames: &mut [Frames],
-    writers: &[Sender<Pass>],
-    values: Vec<(u32, Vec<u8>)>,
-    rate: f64,
-) -> anyhow::Result<Vec<Sent>> {
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let mut sent = Vec::with_capacity(values.len());
-    let mut tick = Instant::now();
-    for (seq, value) in values {
-        let rendered = frames
-            .iter_mut()
-            .map(|f| f.next(value.clone()).map(Arc::<[u8]>::from))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let rendered = Arc::new(rendered);
-        std::thread::sleep(tick.saturating_duration_since(Instant::now()));
-        let (done_tx, done_rx) = mpsc::channel();
-        let t0 = clock.now();
-        for w in writers {
-            let pass = Pass {
-                frames: rendered.clone(),
-                done: done_tx.clone(),
-            };
-            w.send(pass)
-                .map_err(|_| anyhow!("a floor writer stopped"))?;
-        }
-        for _ in writers {
-            done_rx
-                .recv_timeout(PASS_TIMEOUT)
-                .map_err(|_| anyhow!("a floor writer took more than {PASS_TIMEOUT:?}"))?;
-        }
-        let t1 = clock.now();
-        sent.push(Sent {
-            seq,
-            sent: t0,
-            acked: t1,
-        });
-        tick += period;
-        tick = tick.max(Instant::now());
-    }
-    Ok(sent)
-}
-
 /// Accepts watch connections until stopped: reads the request head, answers a known path
 /// with its head and `init` frame, and hands the socket to writer `k mod threads`.
 fn accept(listener: TcpListener, s: &Shared, paths: &[String], heads: &[Vec<u8>]) {
-    let slot = s.cpu_ns.len() - 2;
     let mut next = 0;
     while !s.stop.load(Ordering::Relaxed) {
-        s.cpu_ns[slot].store(thread_cpu_ns(), Ordering::Relaxed);
         if !wait_fd(listener.as_raw_fd(), libc::POLLIN, IDLE_POLL) {
             continue;
         }
-        let Ok((tcp, _)) = listener.accept() else {
-            continue;
+        let tcp = match listener.accept() {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // out of file descriptors, or the like: say so once a while, do not spin
+                eprintln!("floor: accept: {e}");
+                std::thread::sleep(IDLE_POLL);
+                continue;
+            }
         };
         match answer(&tcp, paths, heads) {
             Ok(path) if tcp.set_nonblocking(true).is_ok() => {
@@ -387,7 +361,6 @@ fn write(i: usize, rx: Receiver<Pass>, s: &Shared) {
         }
         conns.retain(|c| c.path != usize::MAX);
         busy = conns.iter().any(|c| c.partial.is_some());
-        s.cpu_ns[i].store(thread_cpu_ns(), Ordering::Relaxed);
     }
 }
 
@@ -517,12 +490,12 @@ mod tests {
                 assert!(g.starts_with(SSE_HEAD));
             }
             assert_eq!(floor.accepted(), (5, 0));
-            let values = (2..=4)
-                .map(|s| (s, format!("LOADSEQ{s:010}").into_bytes()))
-                .collect();
-            let rx = floor.start_series(Clock::new(), values, 1000.0).unwrap();
-            let sent = rx.blocking_recv().unwrap().unwrap();
-            assert_eq!(sent.iter().map(|s| s.seq).collect::<Vec<_>>(), [2, 3, 4]);
+            for seq in 2..=4u32 {
+                let frames = floor
+                    .render(format!("LOADSEQ{seq:010}").as_bytes())
+                    .unwrap();
+                floor.pass(&frames).unwrap();
+            }
             for (c, g) in clients.iter_mut().zip(&mut got) {
                 read_until(c, g, 4);
                 let text = String::from_utf8_lossy(g);
@@ -530,7 +503,7 @@ mod tests {
                 assert_eq!(find_seq(&g[g.len() - 40..]), Some(4), "{text}");
             }
             assert_eq!(floor.troubles(), (0, 0));
-            assert!(floor.start_series(Clock::new(), Vec::new(), 1.0).is_err());
+            assert!(floor.render(b"LOADSEQ0000000004").is_err(), "unchanged");
         }
     }
 

@@ -24,6 +24,7 @@
 
 mod clients;
 mod floor;
+mod floor_remote;
 mod get_floor;
 mod procs;
 mod render;
@@ -50,7 +51,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::clients::{ClientLog, Clock, Progress, MARKER};
-use crate::floor::Floor;
+use crate::floor_remote::Remote;
 use crate::procs::{http_get, loopback, metric, Server, TempDir};
 use crate::stats::{ms, show, Delivery, Sent};
 use crate::writer::{Store, Writer};
@@ -185,6 +186,10 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_name = "T")]
     floor_threads: usize,
 
+    /// (--mode floor-server, started by this tool: the sequence number of the init frames.)
+    #[arg(long, hide = true, value_name = "SEQ")]
+    floor_seq: Option<u32>,
+
     /// get-floor: where to listen (127.x.x.x:PORT).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
@@ -212,6 +217,9 @@ enum Mode {
     Floor,
     All,
     GetFloor,
+    /// The floor's server process (started by `floor` and `all`).
+    #[value(hide = true)]
+    FloorServer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -325,6 +333,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if cli.mode == Mode::FloorServer {
+        return floor_server_main(&cli);
+    }
     let runtime = match cli.threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -427,6 +438,29 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--mode floor-server`: the floor's process (see [`floor::serve`]).
+fn floor_server_main(cli: &Cli) -> ExitCode {
+    let Some(first) = cli.floor_seq else {
+        eprintln!("lainlet-load: --mode floor-server is started by --mode floor and all");
+        return ExitCode::from(2);
+    };
+    let (scenario, bytes) = (cli.scenario, cli.value_bytes);
+    let params = floor::Params {
+        threads: cli.floor_threads,
+        paths: watch_paths(cli),
+        key: scenario.key().to_owned(),
+        first: scenario.value(first, bytes),
+    };
+    let values = Box::new(move |seq| scenario.value(seq, bytes));
+    match floor::serve(params, first, values, Duration::from_secs(cli.max_secs)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lainlet-load floor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `--mode get-floor`: serves until killed, or --max-secs.
 fn get_floor_main(cli: &Cli) -> ExitCode {
     let paths: Vec<String> = match cli.get_paths.is_empty() {
@@ -509,21 +543,6 @@ async fn sample(ctx: &Ctx, server_pid: Option<u32>, lainlet: Option<SocketAddr>)
     s
 }
 
-/// [`sample`] for a phase: the floor's CPU time is its threads' (its memory per watcher: see
-/// [`Report::rss_per_watcher_kib`]).
-async fn sample_phase(
-    ctx: &Ctx,
-    kind: &Kind,
-    server_pid: Option<u32>,
-    lainlet: Option<SocketAddr>,
-) -> Sample {
-    let mut s = sample(ctx, server_pid, lainlet).await;
-    if let Kind::Floor { floor, .. } = kind {
-        s.cpu = Some(floor.cpu_secs());
-    }
-    s
-}
-
 /// How the watchers of a phase are made.
 enum Kind {
     /// SSE watchers on a lainlet (or lainlet-smol, or the original: `label`).
@@ -534,7 +553,7 @@ enum Kind {
         pid: Option<u32>,
     },
     /// The same SSE watchers on the floor.
-    Floor { floor: Floor, paths: Vec<String> },
+    Floor { floor: Remote, paths: Vec<String> },
     Direct {
         clients: Vec<WatchClient>,
         key: String,
@@ -728,7 +747,7 @@ fn servers(cli: &Cli) -> Vec<Target> {
             let original = cli.orig_bin.iter().map(|b| of(ORIGINAL, b)(Store::V2));
             lainlet.chain(smol).chain(original).collect()
         }
-        Mode::Etcd | Mode::Floor | Mode::GetFloor => Vec::new(),
+        Mode::Etcd | Mode::Floor | Mode::GetFloor | Mode::FloorServer => Vec::new(),
     }
 }
 
@@ -740,20 +759,36 @@ fn watch_paths(cli: &Cli) -> Vec<String> {
     }
 }
 
-/// The floor's phase: a floor serving lainlet's frames of the scenario's key, from its next
-/// sequence number on.
+/// The floor's phase: a floor process (this binary, `--mode floor-server`) serving lainlet's
+/// frames of the scenario's key, from its next sequence number on.
 async fn floor_phase(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<Report> {
     ctx.seq += 1;
     let paths = watch_paths(cli);
-    let floor = Floor::start(floor::Params {
-        threads: cli.floor_threads,
-        paths: paths.clone(),
-        key: cli.scenario.key().to_owned(),
-        first: cli.scenario.value(ctx.seq, cli.value_bytes),
-    })?;
+    let exe = std::env::current_exe().context("finding this tool's binary")?;
+    let mut args: Vec<String> = vec![
+        "--mode".into(),
+        "floor-server".into(),
+        "--scenario".into(),
+        cli.scenario.name().into(),
+        "--value-bytes".into(),
+        cli.value_bytes.to_string(),
+        "--floor-threads".into(),
+        cli.floor_threads.to_string(),
+        "--floor-seq".into(),
+        ctx.seq.to_string(),
+        "--watchers".into(),
+        cli.watchers.to_string(),
+        "--max-secs".into(),
+        cli.max_secs.to_string(),
+    ];
+    for p in &paths {
+        args.extend(["--endpoint".into(), p.clone()]);
+    }
+    let floor = Remote::start(&exe, &args)?;
     println!(
-        "floor: {} ({} writer thread{}), lainlet's frames of {}",
+        "floor: {} (pid {}, {} writer thread{}), lainlet's frames of {}",
         floor.addr(),
+        floor.pid(),
         cli.floor_threads,
         if cli.floor_threads == 1 { "" } else { "s" },
         paths.join(", ")
@@ -801,7 +836,7 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::Result<Repor
             label, addr, pid, ..
         } => (*label, Some(*addr), *pid),
         Kind::Direct { pid, .. } => ("etcd", None, *pid),
-        Kind::Floor { .. } => (table::FLOOR, None, None),
+        Kind::Floor { floor, .. } => (table::FLOOR, None, Some(floor.pid())),
     };
     println!(
         "\n== {mode} ({}): {n} watchers, {} changes at {}/s",
@@ -844,7 +879,7 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::Result<Repor
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = sample_phase(ctx, &kind, server_pid, lainlet).await;
+    let before = sample(ctx, server_pid, lainlet).await;
 
     // Open N watchers, at most K at a time.
     let progress = Arc::new(Progress::default());
@@ -894,7 +929,7 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::Result<Repor
     wait_until("watchers to open", Duration::from_secs(120), all_opened).await?;
     let open_secs = opening.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(cli.settle_secs)).await;
-    let idle = sample_phase(ctx, &kind, server_pid, lainlet).await;
+    let idle = sample(ctx, server_pid, lainlet).await;
 
     // The series.
     let values: Vec<(u32, Vec<u8>)> = (first..=last)
@@ -903,7 +938,8 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::Result<Repor
     let series_start = Instant::now();
     let sent = match &mut kind {
         Kind::Floor { floor, .. } => {
-            let answer = floor.start_series(ctx.clock, values, cli.rate)?;
+            let seqs = values.iter().map(|(seq, _)| *seq).collect();
+            let answer = floor.start_series(ctx.clock, seqs, cli.rate)?;
             let sent = answer
                 .await
                 .map_err(|_| anyhow!("the floor's series stopped"))??;
@@ -928,9 +964,9 @@ async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::Result<Repor
             progress.done.load(Ordering::Relaxed)
         );
     }
-    let after = sample_phase(ctx, &kind, server_pid, lainlet).await;
-    if let Kind::Floor { floor, .. } = &kind {
-        let ((accepted, refused), (dead, conflated)) = (floor.accepted(), floor.troubles());
+    let after = sample(ctx, server_pid, lainlet).await;
+    if let Kind::Floor { floor, .. } = &mut kind {
+        let [accepted, refused, dead, conflated] = floor.stats()?;
         println!(
             "floor: {accepted} watchers answered, {refused} refused, {dead} given up (write errors), {conflated} frames conflated"
         );
@@ -1122,12 +1158,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 impl Report {
     /// The server's RSS growth per idle watcher, in KiB (lainlet: /proc; etcd: /proc or
     /// its /metrics).
-    /// The floor's: the state it keeps per connection (it shares this tool's process with the
-    /// clients, so its RSS cannot be told apart; sockets are kernel memory for every server).
     fn rss_per_watcher_kib(&self) -> Option<f64> {
-        if self.mode == table::FLOOR {
-            return Some(Floor::kib_per_connection());
-        }
         let kib = match (self.before.rss_kib, self.idle.rss_kib) {
             (Some(a), Some(b)) => Some(b as f64 - a as f64),
             _ if self.mode == "etcd" => {
