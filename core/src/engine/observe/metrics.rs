@@ -302,7 +302,7 @@ impl Engine {
             Metric::one(
                 "lainlet_history_oldest_revision",
                 Gauge,
-                "The oldest revision a watch can resume from without a new init.",
+                "The oldest revision lainlet's own history answers resumes from (v3: older ones wait for a listing from etcd).",
                 history.horizon,
             ),
             Metric::one(
