@@ -182,8 +182,9 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     orig_bin: Option<PathBuf>,
 
-    /// Floor: writer threads, each owning a slice of the connections.
-    #[arg(long, default_value_t = 1, value_name = "T")]
+    /// Floor: writer threads, each owning a slice of the connections [default: one per core;
+    /// on 2 cores, 2 beat 1 by a quarter at 10,000 watchers].
+    #[arg(long, default_value_t = cores(), hide_default_value = true, value_name = "T")]
     floor_threads: usize,
 
     /// (--mode floor-server, started by this tool: the sequence number of the init frames.)
@@ -480,6 +481,11 @@ fn get_floor_main(cli: &Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This machine's cores (1 if unknown).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// What every phase shares.
