@@ -243,8 +243,10 @@ async fn write_storm(
                         sent,
                         acked: clock.now(),
                     }),
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("storm: the first refused write: {e:#}");
+                        }
                     }
                 }
             }
