@@ -149,11 +149,12 @@ fn cost_of_one_drift_check_at_10k_pod_groups() {
     );
 }
 
-/// The connection flood of issue #11, measured (ignored; run with `--ignored --nocapture`):
-/// `LAINLET_MEASURE_FLOOD` (default 19,000: the test process has 20,000 descriptors too) connections from strangers, each sending a request
-/// and never reading, against a service allowed 20,000 descriptors; meanwhile a local caller
-/// GETs every 50 ms. Reports how many connections were served and refused, the local GETs
-/// served during the flood, and the RSS before, at the peak and after.
+// The connection flood of issue #11, measured (ignored; run with `--ignored --nocapture`):
+// `LAINLET_MEASURE_FLOOD` (default 19,000: the test process has 20,000 descriptors too)
+// connections from strangers, each sending a request and never reading, against a service
+// allowed 20,000 descriptors; meanwhile a local caller GETs every 50 ms. Reports how many
+// connections were served and refused, the local GETs served during the flood, and the RSS
+// before, at the peak and after.
 conformance_test!(#[ignore] fn connection_flood_figures(kind) {
     use std::io::{Read, Write};
     let n: usize = std::env::var("LAINLET_MEASURE_FLOOD")
