@@ -59,6 +59,7 @@
 
 pub mod harness;
 
+pub use harness::client::EtcdClient;
 pub use harness::cluster::{EtcdCluster, EtcdMember};
 pub use harness::etcd::{EtcdServer, ETCD_ENV};
 pub use harness::faults::{http_answer, FaultyProxy};

@@ -31,14 +31,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::client::EtcdClient;
 use super::etcd::EtcdServer;
 use super::http::{HttpClient, HttpResponse};
-use super::kv::{self, EtcdApi};
-use super::store::{Store, StoreWriter};
+use super::kv::EtcdApi;
 use super::util::{
-    free_port, kill_and_reap, log_tail, signal_child, wait_child, wait_for, wait_until, TempDir,
+    free_port, kill_and_reap, log_tail, print_log_tail, read_log, signal_child, wait_child,
+    wait_for, wait_until, TempDir,
 };
-use super::v2;
 
 /// How long a member start waits for its client port to answer, and a new cluster for a leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,8 +46,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running etcd cluster of `n` members on loopback; every member is killed and its directory
 /// deleted on drop (the members' log tails are printed when the owning test panics).
 ///
-/// Helpers (`put`, `v2_put`, …) panic with etcd's answer on failure; [`EtcdCluster::gateway`]
-/// and [`EtcdCluster::v2_request`] return errors instead, to observe quorum loss.
+/// The key-value helpers are the [`EtcdClient`] trait's, sent through the first live member:
+/// `put`, `v2_put`, … panic with etcd's answer on failure; [`EtcdClient::gateway`] and
+/// [`EtcdClient::v2_request`] return errors instead, to observe quorum loss.
 #[derive(Debug)]
 pub struct EtcdCluster {
     members: Vec<EtcdMember>,
@@ -231,161 +232,16 @@ impl EtcdCluster {
         })
     }
 
-    /// POSTs `body` to gateway `path` through the first live member; the JSON answer or an
-    /// error with the status and etcd's message (or the I/O error, e.g. a timeout).
-    pub fn gateway(&self, path: &str, body: &Value) -> io::Result<Value> {
-        kv::gateway(self, path, body)
-    }
-
-    /// Puts `key` = `value` (v3); the new revision.
-    pub fn put(&self, key: &str, value: impl AsRef<[u8]>) -> i64 {
-        self.ok("put", key, kv::put(self, key, value.as_ref()))
-    }
-
-    /// The value of `key` (v3, linearizable), if present.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.ok("get", key, kv::get(self, key))
-    }
-
-    /// Every `(key, value, mod_revision)` under `prefix` (v3), in key order.
-    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
-        self.ok("get_prefix", prefix, kv::get_prefix(self, prefix))
-    }
-
-    /// Deletes exactly `key` (v3); the revision after.
-    pub fn delete(&self, key: &str) -> i64 {
-        self.ok("delete", key, kv::delete(self, key))
-    }
-
-    /// Deletes every key under `prefix` in one revision (v3); the revision after.
-    pub fn delete_prefix(&self, prefix: &str) -> i64 {
-        self.ok("delete_prefix", prefix, kv::delete_prefix(self, prefix))
-    }
-
-    /// The v3 store's current revision (a linearizable range).
-    pub fn current_revision(&self) -> i64 {
-        self.ok("current_revision", "", kv::current_revision(self))
-    }
-
-    /// Batched transactional puts (v3), as [`EtcdServer::load`]; the revision after.
-    pub fn load<K, V>(&self, items: impl IntoIterator<Item = (K, V)>) -> i64
-    where
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        self.ok("load", "", kv::load(self, kv::owned_items(items)))
-    }
-
-    /// A writer for `store` through the live members (see [`StoreWriter`]).
-    pub fn with_store(&self, store: Store) -> StoreWriter<'_> {
-        StoreWriter::new(self, store)
-    }
-
-    /// A raw v2 keys API request through the first live member, whatever the status.
-    pub fn v2_request(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        body: &[u8],
-    ) -> io::Result<HttpResponse> {
-        let headers: &[(&str, &str)] = if body.is_empty() {
-            &[]
-        } else {
-            &[("Content-Type", "application/x-www-form-urlencoded")]
-        };
-        self.send(method, path_and_query, headers, body)
-    }
-
-    /// v2: sets `key` = `value` (UTF-8); the node's `modifiedIndex`.
-    pub fn v2_put(&self, key: &str, value: impl AsRef<[u8]>) -> i64 {
-        self.ok("v2 put", key, v2::put(self, key, value.as_ref(), None))
-    }
-
-    /// v2: sets `key` = `value` with a TTL in seconds; the node's `modifiedIndex`.
-    pub fn v2_put_ttl(&self, key: &str, value: impl AsRef<[u8]>, ttl_secs: u64) -> i64 {
-        self.ok(
-            "v2 put",
-            key,
-            v2::put(self, key, value.as_ref(), Some(ttl_secs)),
-        )
-    }
-
-    /// v2: the value of leaf `key` (quorum read), if present.
-    pub fn v2_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.ok("v2 get", key, v2::get(self, key))
-    }
-
-    /// v2: deletes leaf `key`; the index of the delete (the current index if absent).
-    pub fn v2_delete(&self, key: &str) -> i64 {
-        self.ok("v2 delete", key, v2::delete(self, key, ""))
-    }
-
-    /// v2: deletes directory `key`, empty only (`?dir=true`) or with everything below it
-    /// (`recursive`); the index of the delete.
-    pub fn v2_delete_dir(&self, key: &str, recursive: bool) -> i64 {
-        let query = if recursive {
-            "?recursive=true"
-        } else {
-            "?dir=true"
-        };
-        self.ok("v2 delete dir", key, v2::delete(self, key, query))
-    }
-
-    /// v2: creates the empty directory `key`; its `modifiedIndex`.
-    pub fn v2_mkdir(&self, key: &str) -> i64 {
-        self.ok("v2 mkdir", key, v2::mkdir(self, key))
-    }
-
-    /// v2: the store's current index (`X-Etcd-Index` of a quorum GET).
-    pub fn v2_index(&self) -> i64 {
-        self.ok("v2 index", "", v2::index(self))
-    }
-
-    /// v2: every leaf `(key, value, modifiedIndex)` under the string `prefix`, sorted by key.
-    pub fn v2_get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
-        self.ok("v2 get_prefix", prefix, v2::get_prefix(self, prefix))
-    }
-
-    /// v2: deletes every leaf under the string `prefix` (a directory recursively in one event);
-    /// the index after.
-    pub fn v2_delete_prefix(&self, prefix: &str) -> i64 {
-        self.ok("v2 delete_prefix", prefix, v2::delete_prefix(self, prefix))
-    }
-
-    /// v2: puts every item (one PUT each); the index after.
-    pub fn v2_load<K, V>(&self, items: impl IntoIterator<Item = (K, V)>) -> i64
-    where
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        self.ok("v2 load", "", v2::load(self, kv::owned_items(items)))
-    }
-
     /// Prints the last 8 KiB of every member's log to stderr.
     pub fn print_logs(&self) {
         for m in &self.members {
-            eprintln!(
-                "----- etcd member {} log ({}) -----\n{}\n----- end of {} log -----",
-                m.name,
-                m.log_path().display(),
-                log_tail(&m.log_path(), 8 * 1024),
-                m.name
-            );
+            m.print_log_tail(&m.name, 8 * 1024);
         }
     }
 
     /// Members that were started and are neither killed, stopped nor paused.
     fn live(&self) -> impl Iterator<Item = &EtcdMember> {
         self.members.iter().filter(|m| m.is_live())
-    }
-
-    fn ok<T>(&self, what: &str, key: &str, r: io::Result<T>) -> T {
-        r.unwrap_or_else(|e| {
-            panic!(
-                "etcd cluster {what} {key:?} via {} failed: {e}",
-                self.endpoints()
-            )
-        })
     }
 }
 
@@ -411,6 +267,12 @@ impl EtcdApi for EtcdCluster {
         }
         Err(last
             .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no live etcd member")))
+    }
+}
+
+impl EtcdClient for EtcdCluster {
+    fn describe(&self) -> String {
+        format!("cluster {}", self.endpoints())
     }
 }
 
@@ -459,19 +321,19 @@ impl EtcdMember {
 
     /// The member's whole log so far.
     pub fn log(&self) -> String {
-        fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.log_path())
     }
 
     /// Prints the last 16 KiB of the member's log to stderr.
     pub fn print_log(&self) {
-        eprintln!(
-            "----- etcd member {} log ({}) -----\n{}\n----- end of etcd log -----",
-            self.name,
-            self.log_path().display(),
-            log_tail(&self.log_path(), 16 * 1024)
-        );
+        self.print_log_tail("etcd", 16 * 1024);
+    }
+
+    /// Prints the last `max_bytes` of the log, the closing line naming `end` (`end of {end} log`).
+    fn print_log_tail(&self, end: &str, max_bytes: usize) {
+        let path = self.log_path();
+        let title = format!("etcd member {} log ({})", self.name, path.display());
+        print_log_tail(&title, end, &path, max_bytes);
     }
 
     /// The process id, while started.

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::client::EtcdClient;
 use super::http::{HttpClient, HttpResponse};
 use super::kv::{self, EtcdApi};
-use super::store::{Store, StoreWriter};
-use super::util::{free_port, kill_and_reap, log_tail, signal_child, wait_child, TempDir};
-use super::v2;
+use super::util::{
+    free_port, kill_and_reap, log_tail, print_log_tail, read_log, signal_child, wait_child, TempDir,
+};
 
 /// Environment variable naming the etcd binary to use (default: `etcd` on `PATH`, then
 /// `/usr/bin/etcd`).
@@ -34,9 +35,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running etcd with its own data dir and log, killed and deleted on drop.
 ///
-/// Gateway helpers (`put`, `get_prefix`, …) panic with etcd's answer on failure, so test bodies
-/// stay short; use [`EtcdServer::gateway`] to observe errors. When the owning test panics, the
-/// tail of etcd's log is printed.
+/// The key-value helpers (`put`, `get_prefix`, `v2_put`, …) are the [`EtcdClient`] trait's: they
+/// panic with etcd's answer on failure, so test bodies stay short; use
+/// [`EtcdClient::gateway`] to observe errors. When the owning test panics, the tail of etcd's
+/// log is printed.
 #[derive(Debug)]
 pub struct EtcdServer {
     bin: PathBuf,
@@ -125,17 +127,17 @@ impl EtcdServer {
 
     /// The whole log so far.
     pub fn log(&self) -> String {
-        fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.log_path())
     }
 
     /// Prints the last 16 KiB of the log to stderr (shown by the test runner on failure).
     pub fn print_log(&self) {
-        eprintln!(
-            "----- etcd log ({}) -----\n{}\n----- end of etcd log -----",
-            self.log_path().display(),
-            log_tail(&self.log_path(), 16 * 1024)
+        let path = self.log_path();
+        print_log_tail(
+            &format!("etcd log ({})", path.display()),
+            "etcd",
+            &path,
+            16 * 1024,
         );
     }
 
@@ -221,48 +223,11 @@ impl EtcdServer {
         }
     }
 
-    /// POSTs `body` to gateway `path` (e.g. `"/v3/kv/range"`); the JSON answer, or an error
-    /// carrying the HTTP status and etcd's message.
-    pub fn gateway(&self, path: &str, body: &Value) -> io::Result<Value> {
-        kv::gateway(self, path, body)
-    }
-
-    /// Puts `key` = `value`; returns the new revision.
-    pub fn put(&self, key: &str, value: impl AsRef<[u8]>) -> i64 {
-        self.ok("put", key, kv::put(self, key, value.as_ref()))
-    }
-
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.ok("get", key, kv::get(self, key))
-    }
-
-    /// Every `(key, value, mod_revision)` whose key starts with `prefix`, in key order
-    /// (`""` = every key).
-    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
-        self.ok("get_prefix", prefix, kv::get_prefix(self, prefix))
-    }
-
-    /// Deletes `key` (exactly); returns the revision after the call (unchanged if absent).
-    pub fn delete(&self, key: &str) -> i64 {
-        self.ok("delete", key, kv::delete(self, key))
-    }
-
-    /// Deletes every key starting with `prefix` in one revision; returns the revision after.
-    pub fn delete_prefix(&self, prefix: &str) -> i64 {
-        self.ok("delete_prefix", prefix, kv::delete_prefix(self, prefix))
-    }
-
     /// Compacts the history up to `revision` and waits until the compaction is physically
     /// applied. Watches starting at or below `revision` then fail with "compacted".
     pub fn compact(&self, revision: i64) {
         let body = json!({ "revision": revision.to_string(), "physical": true });
         self.call("/v3/kv/compaction", &body);
-    }
-
-    /// The store's current revision.
-    pub fn current_revision(&self) -> i64 {
-        self.ok("current_revision", "", kv::current_revision(self))
     }
 
     /// The value of an unlabelled Prometheus gauge/counter from etcd's `/metrics`.
@@ -289,129 +254,15 @@ impl EtcdServer {
             .expect("etcd_debugging_mvcc_watch_stream_total in /metrics") as u64
     }
 
-    /// Puts many keys fast: batched transactions (≤ 128 puts, ≤ 1 MiB each; a key repeated in
-    /// one batch starts a new one). Returns the revision after the last batch.
-    pub fn load<K, V>(&self, items: impl IntoIterator<Item = (K, V)>) -> i64
-    where
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        self.ok("load", "", kv::load(self, kv::owned_items(items)))
-    }
-
     /// Loads a fixture directory: `MANIFEST.tsv` lines `<etcd key>\t<file>` (`#` comments), each
     /// value read byte-for-byte from `<dir>/<file>`. Returns the revision after loading.
     pub fn load_manifest(&self, dir: &Path) -> i64 {
         self.load(kv::read_manifest(dir))
     }
 
-    /// A writer for `store` (v2 keys API or v3) on this server, so one test body can run
-    /// against either: see [`StoreWriter`].
-    pub fn with_store(&self, store: Store) -> StoreWriter<'_> {
-        StoreWriter::new(self, store)
-    }
-
-    /// Sends a raw request to the v2 keys API (`path_and_query` like
-    /// `"/v2/keys/lain?recursive=true"`) and returns the answer whatever its status, to observe
-    /// errors (e.g. `401` "The event in requested index is outdated and cleared").
-    pub fn v2_request(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        body: &[u8],
-    ) -> io::Result<HttpResponse> {
-        let headers: &[(&str, &str)] = if body.is_empty() {
-            &[]
-        } else {
-            &[("Content-Type", "application/x-www-form-urlencoded")]
-        };
-        self.send(method, path_and_query, headers, body)
-    }
-
-    /// v2: sets `key` = `value` (must be UTF-8: v2 values are strings); returns the node's
-    /// `modifiedIndex`.
-    pub fn v2_put(&self, key: &str, value: impl AsRef<[u8]>) -> i64 {
-        self.ok("v2 put", key, v2::put(self, key, value.as_ref(), None))
-    }
-
-    /// v2: like [`EtcdServer::v2_put`] with a TTL; etcd deletes the key after `ttl_secs`
-    /// (an `expire` event). Returns the node's `modifiedIndex`.
-    pub fn v2_put_ttl(&self, key: &str, value: impl AsRef<[u8]>, ttl_secs: u64) -> i64 {
-        self.ok(
-            "v2 put",
-            key,
-            v2::put(self, key, value.as_ref(), Some(ttl_secs)),
-        )
-    }
-
-    /// v2: the value of leaf `key`, if it exists (`None` for a directory).
-    pub fn v2_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.ok("v2 get", key, v2::get(self, key))
-    }
-
-    /// v2: deletes leaf `key`; returns the index of the delete, or the current index if the key
-    /// did not exist.
-    pub fn v2_delete(&self, key: &str) -> i64 {
-        self.ok("v2 delete", key, v2::delete(self, key, ""))
-    }
-
-    /// v2: deletes directory `key`: only if empty (`?dir=true`, else etcd's error 108 panics),
-    /// or with everything below it (`recursive`: `?recursive=true`, one `delete` event with
-    /// `node.dir` true and no per-key events). Returns the index of the delete, or the current
-    /// index if nothing was there.
-    pub fn v2_delete_dir(&self, key: &str, recursive: bool) -> i64 {
-        let query = if recursive {
-            "?recursive=true"
-        } else {
-            "?dir=true"
-        };
-        self.ok("v2 delete dir", key, v2::delete(self, key, query))
-    }
-
-    /// v2: creates the (empty) directory `key` (a `set` event with `node.dir`; no key for the
-    /// service). Panics if `key` exists. Returns its `modifiedIndex`.
-    pub fn v2_mkdir(&self, key: &str) -> i64 {
-        self.ok("v2 mkdir", key, v2::mkdir(self, key))
-    }
-
-    /// v2: the store's current index (`X-Etcd-Index` of a quorum GET); a watch from here + 1
-    /// sees exactly the later writes.
-    pub fn v2_index(&self) -> i64 {
-        self.ok("v2 index", "", v2::index(self))
-    }
-
-    /// v2: every leaf `(key, value, modifiedIndex)` whose key starts with `prefix` (a string
-    /// prefix as in v3: `/lain/a` matches `/lain/a/x` and `/lain/ab`), sorted by key bytes;
-    /// directories dropped. From a quorum, recursive, sorted GET.
-    pub fn v2_get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
-        self.ok("v2 get_prefix", prefix, v2::get_prefix(self, prefix))
-    }
-
-    /// v2: deletes every leaf under the string `prefix`: a directory named by `prefix` (with or
-    /// without a trailing `/`) recursively in one event, any other matching key one by one.
-    /// Returns the index after.
-    pub fn v2_delete_prefix(&self, prefix: &str) -> i64 {
-        self.ok("v2 delete_prefix", prefix, v2::delete_prefix(self, prefix))
-    }
-
-    /// v2: puts every item (one PUT each, from a few threads; a repeated key's last value wins).
-    /// Values must be UTF-8. Returns the index after the last write.
-    pub fn v2_load<K, V>(&self, items: impl IntoIterator<Item = (K, V)>) -> i64
-    where
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        self.ok("v2 load", "", v2::load(self, kv::owned_items(items)))
-    }
-
     fn call(&self, path: &str, body: &Value) -> Value {
         self.gateway(path, body)
             .unwrap_or_else(|e| panic!("etcd gateway call failed: {e}"))
-    }
-
-    /// Unwraps the result of operation `what` on `key`, panicking with etcd's answer.
-    pub(crate) fn ok<T>(&self, what: &str, key: &str, r: io::Result<T>) -> T {
-        r.unwrap_or_else(|e| panic!("etcd {what} {key:?} on {} failed: {e}", self.endpoint()))
     }
 
     fn spawn(&mut self) -> io::Result<()> {
@@ -495,6 +346,12 @@ impl EtcdApi for EtcdServer {
     ) -> io::Result<HttpResponse> {
         self.http
             .request(method, &self.endpoint(), path_and_query, headers, body)
+    }
+}
+
+impl EtcdClient for EtcdServer {
+    fn describe(&self) -> String {
+        self.endpoint()
     }
 }
 

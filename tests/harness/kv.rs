@@ -1,7 +1,7 @@
 //! etcd key-value operations over HTTP, shared by [`EtcdServer`](crate::EtcdServer) and
 //! [`EtcdCluster`](crate::EtcdCluster): the v3 JSON gateway (`POST /v3/kv/*`, keys and values
 //! base64) here, the v2 keys API in [`v2`](super::v2). Everything returns `io::Result`; the
-//! public, panicking helpers live on the server and cluster types.
+//! public, panicking helpers are [`EtcdClient`](crate::EtcdClient)'s.
 
 use std::collections::HashSet;
 use std::fs;
@@ -20,7 +20,10 @@ const TXN_OPS: usize = 128;
 const TXN_BYTES: usize = 1 << 20;
 
 /// Something that answers etcd's client HTTP API: one server, or a cluster (any live member).
-pub(crate) trait EtcdApi: Sync {
+///
+/// `pub` only to be the supertrait of the public [`EtcdClient`](crate::EtcdClient); the module is
+/// private, so nothing outside the crate can name (or implement) it.
+pub trait EtcdApi: Sync {
     /// Sends one request (`path_and_query` like `"/v3/kv/put"` or `"/v2/keys/lain?recursive=true"`)
     /// and returns the answer whatever its status; `Err` only for I/O failures.
     fn send(

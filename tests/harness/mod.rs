@@ -5,6 +5,7 @@
 //! | [`util`] | [`wait_until`](util::wait_until) polling, free loopback ports, temp dirs, log tails |
 //! | [`http`] | a tiny blocking HTTP/1.1 client over `std::net::TcpStream` (optionally bound to a chosen source IP) |
 //! | [`sse`] | an incremental Server-Sent-Events reader for `?watch=1` streams |
+//! | [`client`] | [`EtcdClient`](client::EtcdClient): the panicking key-value helpers (v3 and `v2_*`) of a server or cluster |
 //! | [`etcd`] | a throw-away etcd server: v3 through its JSON gateway, and the v2 keys API (`--enable-v2=true`; `v2_*` helpers) |
 //! | [`faults`] | a misbehaving HTTP proxy in front of etcd: canned answers for chosen requests |
 //! | [`store`] | one writer for either store ([`Store`](store::Store), [`StoreWriter`](store::StoreWriter)) and running a test per store |
@@ -19,6 +20,7 @@
 //! descriptive message instead, and every process the harness starts prints its log tail when the
 //! test that owns it panics.
 
+pub mod client;
 pub mod cluster;
 pub mod etcd;
 pub mod faults;

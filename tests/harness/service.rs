@@ -10,7 +10,7 @@
 //! `LAINLET_TEST_KINDS` (each must exist, else the test fails), or by default every kind whose
 //! binary exists (the others are skipped with a note; if none exists the test fails).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ use super::http::{HttpClient, HttpResponse};
 use super::sse::SseStream;
 use super::store::Store;
 use super::util::{
-    free_addr, kill_and_reap, log_tail, signal_child, wait_child, wait_for, TempDir,
+    free_addr, kill_and_reap, log_tail, print_log_tail, read_log, signal_child, wait_child,
+    wait_for, TempDir,
 };
 
 /// Environment variable selecting the service kinds to test, e.g. `lainlet,lainlet-smol`.
@@ -457,18 +458,13 @@ impl Service {
 
     /// The whole log so far.
     pub fn log(&self) -> String {
-        fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.log_path())
     }
 
     /// Prints the last 16 KiB of the log to stderr.
     pub fn print_log(&self) {
-        eprintln!(
-            "----- service log ({}) -----\n{}\n----- end of service log -----",
-            self.bin.display(),
-            log_tail(&self.log_path(), 16 * 1024)
-        );
+        let title = format!("service log ({})", self.bin.display());
+        print_log_tail(&title, "service", &self.log_path(), 16 * 1024);
     }
 
     fn spawn(&mut self) -> io::Result<()> {

@@ -123,6 +123,22 @@ pub fn log_tail(path: &Path, max_bytes: usize) -> String {
     }
 }
 
+/// The whole file at `path` (lossy UTF-8), empty if it cannot be read: a process's log so far.
+pub(crate) fn read_log(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Prints the [`log_tail`] of `path` (at most `max_bytes`) to stderr, between the lines
+/// `----- {title} -----` and `----- end of {name} log -----`.
+pub(crate) fn print_log_tail(title: &str, name: &str, path: &Path, max_bytes: usize) {
+    eprintln!(
+        "----- {title} -----\n{}\n----- end of {name} log -----",
+        log_tail(path, max_bytes)
+    );
+}
+
 /// Sends signal `sig` (e.g. `libc::SIGINT`) to a child process that has not been reaped yet.
 pub(crate) fn signal_child(child: &Child, sig: i32) -> io::Result<()> {
     let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;

@@ -6,7 +6,7 @@
 //! Writes are form-encoded (`PUT /v2/keys/<key>` with body `value=<percent-encoded>`). **v2
 //! values are strings**: a value that is not UTF-8 is refused with a clear error (v3 takes any
 //! bytes). The store is a tree: a key `/a/b` implies the directory `/a`; reads flatten it to
-//! leaves. The public, panicking helpers are `EtcdServer::v2_*` and `EtcdCluster::v2_*`.
+//! leaves. The public, panicking helpers are [`EtcdClient`](crate::EtcdClient)'s `v2_*`.
 
 use std::io;
 
