@@ -3,7 +3,8 @@
 # (BENCHMARKS.md, "Floors: how close to the machine"); prints the tables at the end.
 #
 #   scripts/bench-floors.sh                   # everything (~15 minutes after the build)
-#   ORIG_BIN=/path/to/original-lainlet scripts/bench-floors.sh   # with the original (Go) lainlet
+#   ORIG_BIN=/tmp/original-lainlet/lainlet scripts/bench-floors.sh  # with the original (Go)
+#                                             lainlet, built by scripts/build-original.sh
 #   SKIP_BUILD=1 ONLY=get scripts/bench-floors.sh               # only the GET table, no build
 #
 # Environment:
@@ -131,6 +132,23 @@ if [ "$only" != watch ]; then
     get_server get-floor "$port" "$bin/lainlet-load" --mode get-floor --listen "127.0.0.1:$port" --max-secs 600
     get_server lainlet "$((port + 1))" "$bin/lainlet" --demo --web "127.0.0.1:$((port + 1))"
     get_server lainlet-smol "$((port + 2))" "$bin/lainlet-smol" --demo --web "127.0.0.1:$((port + 2))"
+    if [ ${#orig[@]} -gt 0 ]; then
+      # The original has no demo mode: the same data goes into a throw-away etcd's v2 store.
+      etcd_dir="$(mktemp -d /dev/shm/bench-floors-etcd.XXXXXX)"
+      etcd_port=$((port + 3))
+      etcd --data-dir "$etcd_dir" --enable-v2=true \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$((port + 4))" --initial-advertise-peer-urls "http://127.0.0.1:$((port + 4))" \
+        --initial-cluster "default=http://127.0.0.1:$((port + 4))" >"$out/get-etcd.log" 2>&1 &
+      etcd_pid=$!
+      for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$etcd_port/health" && break; sleep 0.2; done
+      "$bin/lainlet-load" --mode load-demo --etcd "127.0.0.1:$etcd_port" --etcd-api v2 >>"$out/get-etcd.log" 2>&1
+      get_server original "$((port + 5))" "$ORIG_BIN" -web="127.0.0.1:$((port + 5))" \
+        -grpc.addr="127.0.0.1:$((port + 6))" -etcd="127.0.0.1:$etcd_port" -ip=127.0.0.1
+      kill "$etcd_pid" 2>/dev/null || true
+      wait "$etcd_pid" 2>/dev/null || true
+      rm -rf "$etcd_dir"
+    fi
   } >"$out/get.tsv"
   # one table: req/s and its ratio to the floor's for the same view
   {

@@ -73,7 +73,9 @@ struct Cli {
     /// lainlet-smol (--smol-bin) and, with --orig-bin, the original lainlet (written through
     /// etcd's v2 store), one after another, then one table of ratios to the floor.
     /// `get-floor`: serve lainlet's answers of the --get-path views (its demo data) from a bare
-    /// hyper server on --listen until killed (or --max-secs), for `wrk`.
+    /// hyper server on --listen until killed (or --max-secs), for `wrk`. `load-demo`: write
+    /// lainlet's built-in demo data into the etcd at --etcd through --etcd-api (v2 or v3) and
+    /// exit, so a lainlet without `--demo` (the original) serves the same data to `wrk`.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
 
@@ -218,6 +220,7 @@ enum Mode {
     Floor,
     All,
     GetFloor,
+    LoadDemo,
     /// The floor's server process (started by `floor` and `all`).
     #[value(hide = true)]
     FloorServer,
@@ -419,6 +422,9 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     if !(1..=64).contains(&cli.floor_threads) {
         bail!("--floor-threads must be 1..=64");
     }
+    if cli.mode == Mode::LoadDemo && (cli.etcd.is_none() || cli.etcd_api == Api::Both) {
+        bail!("--mode load-demo needs --etcd 127.0.0.1:PORT and --etcd-api v2 or v3");
+    }
     if cli.orig_bin.is_some() && cli.mode != Mode::All {
         bail!("--orig-bin is for --mode all");
     }
@@ -584,6 +590,9 @@ struct Report {
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<bool> {
+    if cli.mode == Mode::LoadDemo {
+        return load_demo(cli).await.map(|()| true);
+    }
     let parent = cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = TempDir::new(&parent, cli.keep)?;
     let mut etcd = match (&cli.etcd, cli.mode) {
@@ -753,7 +762,9 @@ fn servers(cli: &Cli) -> Vec<Target> {
             let original = cli.orig_bin.iter().map(|b| of(ORIGINAL, b)(Store::V2));
             lainlet.chain(smol).chain(original).collect()
         }
-        Mode::Etcd | Mode::Floor | Mode::GetFloor | Mode::FloorServer => Vec::new(),
+        Mode::Etcd | Mode::Floor | Mode::GetFloor | Mode::LoadDemo | Mode::FloorServer => {
+            Vec::new()
+        }
     }
 }
 
@@ -1072,6 +1083,26 @@ async fn write_series(
         });
     }
     Ok(sent)
+}
+
+/// `--mode load-demo`: writes the demo data (`lainlet --demo`'s) into the etcd at --etcd.
+async fn load_demo(cli: &Cli) -> anyhow::Result<()> {
+    let etcd = loopback(cli.etcd.as_deref().unwrap_or_default())?;
+    let store = cli.etcd_api.stores()[0];
+    let dump = lainlet_fixtures::demo();
+    let (keys, bytes) = (dump.kvs.len(), dump.value_bytes());
+    let started = Instant::now();
+    let mut writer = Writer::connect(store, etcd).await?;
+    writer
+        .load(dump.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+        .await?;
+    println!(
+        "loaded the demo data into the {} store of {etcd}: {keys} keys, {:.1} MB in {:.1?}",
+        store.name(),
+        bytes as f64 / 1e6,
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// Loads a generated cluster of `apps` apps; returns (keys, value bytes).
