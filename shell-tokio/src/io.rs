@@ -25,9 +25,12 @@
 //!
 //! Details that make this sound:
 //! * hyper reads a new head only after it has encoded the previous response, and writes are
-//!   always accepted whole (copied here if the socket is busy), so hyper's own write buffer is
-//!   empty whenever it hands the connection back; what is still buffered here is flushed before
-//!   the SSE head ([`SniffIo::into_parts`]).
+//!   always accepted whole (what the socket did not take is copied here), so hyper's own write
+//!   buffer is empty whenever it hands the connection back; what is still buffered here is
+//!   flushed before the SSE head ([`SniffIo::into_parts`]).
+//! * Writes are vectored, so hyper hands over the response head and the engine's shared body
+//!   bytes as they are instead of first copying both into one buffer (a 200 KB view is then
+//!   copied only if the socket does not take it at once).
 //! * Back-pressure moves to the read side: while more than [`WRITE_LIMIT`] bytes wait for a
 //!   client that does not read, no further request is passed to hyper.
 //! * hyper must run with `half_close(true)`, so it never probes for end-of-stream while a
@@ -36,7 +39,7 @@
 //!   pass-through for the rest of its life, and the response closes it (see `http.rs`).
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
@@ -136,14 +139,35 @@ impl SniffIo {
 
     /// Writes buffered response bytes to the socket until done or it would block.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.wbuf.is_empty() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.wbuf))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        let mut pos = 0;
+        let result = loop {
+            if pos == self.wbuf.len() {
+                break Poll::Ready(Ok(()));
             }
-            self.wbuf.drain(..n);
+            match Pin::new(&mut self.tcp).poll_write(cx, &self.wbuf[pos..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => pos += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        // One move of what is left, not one per partial write.
+        self.wbuf.drain(..pos);
+        result
+    }
+}
+
+/// Appends to `out` the bytes of `bufs` after the first `written` (what the socket did not
+/// take of a vectored write).
+fn keep_unwritten(out: &mut Vec<u8>, bufs: &[IoSlice<'_>], mut written: usize) {
+    for buf in bufs {
+        match buf.get(written..) {
+            Some(rest) => {
+                out.extend_from_slice(rest);
+                written = 0;
+            }
+            None => written -= buf.len(),
         }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -253,6 +277,29 @@ impl Write for SniffIo {
         Poll::Ready(Ok(buf.len()))
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut written = 0;
+        if this.wbuf.is_empty() {
+            match Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs) {
+                Poll::Ready(Ok(n)) => written = n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        keep_unwritten(&mut this.wbuf, bufs, written);
+        // In-memory slices: their total fits in usize.
+        Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
@@ -263,5 +310,27 @@ impl Write for SniffIo {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(parts: &[&[u8]], written: usize) -> Vec<u8> {
+        let bufs: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut out = b"old".to_vec();
+        keep_unwritten(&mut out, &bufs, written);
+        out
+    }
+
+    #[test]
+    fn a_vectored_write_keeps_exactly_what_the_socket_did_not_take() {
+        let parts: [&[u8]; 3] = [b"head\r\n", b"", b"body"];
+        assert_eq!(kept(&parts, 0), b"oldhead\r\nbody");
+        assert_eq!(kept(&parts, 2), b"oldad\r\nbody");
+        assert_eq!(kept(&parts, 6), b"oldbody", "the head written exactly");
+        assert_eq!(kept(&parts, 8), b"olddy");
+        assert_eq!(kept(&parts, 10), b"old", "everything written");
     }
 }
