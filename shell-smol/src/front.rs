@@ -19,6 +19,8 @@ use lainlet_shell_common::sync::{first, Either};
 use lainlet_shell_common::{watch, OpenConnection, Shared};
 use tracing::{debug, warn};
 
+use smol::Executor;
+
 use crate::backend::{forward_head, Backend};
 use crate::rt::{Smol, Tcp};
 
@@ -30,6 +32,8 @@ pub struct Front {
     pub backend: Backend,
     /// Head and idle timeouts.
     pub policy: ConnectionPolicy,
+    /// Where a watch gets a task of its own.
+    pub executor: Arc<Executor<'static>>,
 }
 
 /// Serves one connection: request heads in order until it closes, a watch takes it over, or
@@ -79,9 +83,15 @@ pub async fn connection(front: Arc<Front>, tcp: Tcp, peer: IpAddr, open: OpenCon
         };
         let (head, body) = match sniffed {
             Sniffed::Watch { request, .. } => {
-                drop(buf);
-                watch::serve(shared, &Smol, &tcp, &[], &request, peer).await;
-                return drop(open);
+                // A task of its own, the size of the watch loop alone: this connection's
+                // future (its read buffer, the backend exchange) is freed now, not kept for
+                // as long as the watch lasts.
+                let shared = shared.clone();
+                let watch = async move {
+                    watch::serve(&shared, &Smol, &tcp, &[], &request, peer).await;
+                    drop(open);
+                };
+                return front.executor.spawn(watch).detach();
             }
             Sniffed::Refuse(refusal) => {
                 debug!(%peer, "refused: {refusal:?}");

@@ -101,6 +101,7 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
         shared: shared.clone(),
         backend,
         policy: started.policy,
+        executor: ex.clone(),
     });
     ex.spawn(service::trim_after_floods(shared.clone(), Smol))
         .detach();
