@@ -562,3 +562,43 @@ fn debug_shows_raw_values_to_super_callers_only_and_keeps_its_fields_for_everyon
         assert!(stranger.get(field).is_some(), "{field}");
     }
 }
+
+#[test]
+fn debug_last_events_are_the_originals_zero_until_the_first_event_then_update_codes() {
+    let mut h = Harness::golden();
+    let debug = |h: &mut Harness| -> serde_json::Value {
+        serde_json::from_str(&body(&h.get("/debug"))).unwrap()
+    };
+    // After the first snapshot: zero values everywhere (spec §2.4.16; the original's too).
+    let start = debug(&mut h);
+    for family in ["config", "container", "depends", "nodes", "podgroup"] {
+        let w = &start["watchers"][family];
+        assert_eq!(w["UpdateTime"], "0001-01-01T00:00:00Z", "{family}: {w}");
+        assert_eq!(w["LastEvent"]["Action"], 0, "{family}: {w}");
+        assert_eq!(w["LastEvent"]["Key"], "", "{family}: {w}");
+    }
+    // A put is UPDATE (2) whatever etcd called it; a delete is DELETE (3).
+    let pod_group = keys::pod_group("hello", "hello.web.web");
+    h.apply(&[Change::Put {
+        key: keys::config("vip"),
+        value: b"192.168.77.240".to_vec(),
+    }]);
+    h.apply(&[Change::Delete {
+        key: pod_group.clone(),
+    }]);
+    let after = debug(&mut h);
+    let config = &after["watchers"]["config"]["LastEvent"];
+    assert_eq!(config["Action"], 2, "{config}");
+    assert_eq!(config["Key"], "/lain/config/vip", "{config}");
+    let pods = &after["watchers"]["podgroup"]["LastEvent"];
+    assert_eq!(pods["Action"], 3, "{pods}");
+    assert_eq!(pods["Key"], pod_group, "{pods}");
+    // The container family's status stays at zero values forever (the original kept it on a
+    // copy).
+    let containers = &after["watchers"]["container"];
+    assert_eq!(containers["LastEvent"]["Action"], 0, "{containers}");
+    assert_eq!(
+        containers["UpdateTime"], "0001-01-01T00:00:00Z",
+        "{containers}"
+    );
+}

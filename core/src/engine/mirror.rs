@@ -50,17 +50,18 @@ struct Entry {
 /// The kind of an applied operation, as `/debug`'s `LastEvent.Action` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// A key was set.
+    /// A key was set (etcd's `set`, `create`, `update`, `compareAndSwap`, or a v3 put).
     Set,
     /// A key was deleted.
     Delete,
 }
 
 impl Action {
-    /// The original's action code (`1` set, `3` delete).
+    /// The original's action code: it mapped every kind of put to UPDATE (`2`, spec §1.1),
+    /// deletes to DELETE (`3`).
     pub fn code(self) -> i64 {
         match self {
-            Action::Set => 1,
+            Action::Set => 2,
             Action::Delete => 3,
         }
     }
@@ -304,6 +305,9 @@ impl Mirror {
         let mut kvs = snapshot.kvs;
         kvs.sort_by(|a, b| a.key.cmp(&b.key));
         let compare_values = std::mem::take(&mut self.compare_values);
+        // The first snapshot is no event: `/debug` shows zero values until the first one, as
+        // the original's did.
+        let first = self.applied_revision.is_none();
         for kv in kvs {
             let unchanged = match self.entries.get_mut(&kv.key) {
                 Some(e) if compare_values && e.fingerprint == fingerprint(&kv.value) => {
@@ -316,6 +320,9 @@ impl Mirror {
             if !unchanged {
                 self.put(now, state, kv, changes);
             }
+        }
+        if first {
+            self.last_events.clear();
         }
         self.applied_revision = Some(snapshot.revision);
     }
@@ -366,14 +373,9 @@ impl Mirror {
             revision,
             value,
         };
-        let families: &[Family] = if source == Source::PodGroup {
-            &[Family::PodGroup, Family::Container]
-        } else {
-            &[source.family()]
-        };
-        for family in families {
-            self.last_events.insert(*family, (event.clone(), now));
-        }
+        // The container family's status stays at zero values, as the original's did (it kept
+        // that status on a copy, spec §2.4.16).
+        self.last_events.insert(source.family(), (event, now));
     }
 }
 
