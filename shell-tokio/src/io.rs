@@ -84,18 +84,21 @@ pub struct SniffIo {
     wbuf: Vec<u8>,
     takeover: Option<Takeover>,
     policy: ConnectionPolicy,
-    /// What the connection waits for, since when, and the timer that gives up on it.
+    /// What the connection waits for, and since when.
     waiting: (Waiting, Instant),
+    /// The timer that gives up on the wait, and when it is armed for: never later than the
+    /// wait's deadline; a deadline moved later is taken up when the timer fires (one timer
+    /// reset per timeout, not one per request).
     timer: Pin<Box<Sleep>>,
+    armed: Instant,
 }
 
 impl SniffIo {
     /// Wraps a fresh connection, which follows `policy`'s head and idle timeouts.
     pub fn new(tcp: TcpStream, policy: ConnectionPolicy) -> SniffIo {
         let now = Instant::now();
-        let timer = Box::pin(tokio::time::sleep_until(
-            policy.deadline(Waiting::Request, now).into(),
-        ));
+        let armed = policy.deadline(Waiting::Request, now);
+        let timer = Box::pin(tokio::time::sleep_until(armed.into()));
         SniffIo {
             tcp,
             rbuf: Vec::new(),
@@ -106,15 +109,32 @@ impl SniffIo {
             policy,
             waiting: (Waiting::Request, now),
             timer,
+            armed,
         }
     }
 
-    /// Starts waiting for `what` (if not already), arming the timer.
+    /// Starts waiting for `what` from now: for the next request after one was answered, for
+    /// the rest of a head once part of it arrived.
     fn wait_for(&mut self, what: Waiting) {
-        if self.waiting.0 != what {
-            let now = Instant::now();
-            self.waiting = (what, now);
-            let deadline = self.policy.deadline(what, now);
+        let now = Instant::now();
+        self.waiting = (what, now);
+        let deadline = self.policy.deadline(what, now);
+        if deadline < self.armed {
+            self.armed = deadline;
+            self.timer.as_mut().reset(deadline.into());
+        }
+    }
+
+    /// Whether the wait has run out; `Pending` (the timer armed) while it has not.
+    fn poll_timed_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = self.policy.deadline(self.waiting.0, self.waiting.1);
+            if deadline <= self.armed {
+                return Poll::Ready(());
+            }
+            // The wait started again after the timer was armed: follow it.
+            self.armed = deadline;
             self.timer.as_mut().reset(deadline.into());
         }
     }
@@ -235,13 +255,13 @@ impl Read for SniffIo {
                 }
                 _ => {}
             }
-            if this.state == ReadState::Boundary && avail > 0 {
+            if this.state == ReadState::Boundary && avail > 0 && this.waiting.0 != Waiting::Head {
                 this.wait_for(Waiting::Head);
             }
             let filled = match this.poll_fill(cx) {
                 Poll::Ready(r) => r?,
                 Poll::Pending if this.state == ReadState::Boundary => {
-                    ready!(this.timer.as_mut().poll(cx));
+                    ready!(this.poll_timed_out(cx));
                     this.takeover = Some(Takeover::TimedOut(this.waiting.0));
                     continue;
                 }

@@ -173,6 +173,39 @@ conformance_test!(fn slow_heads_and_idle_connections_are_closed_but_watches_stay
     still_healthy(&svc);
 });
 
+// The idle timeout counts from the end of the last request, not from the connection's start:
+// a keep-alive client asking every 0.5 s keeps its connection well past `--idle-timeout 2`,
+// and once it stops asking the connection closes after about that long.
+conformance_test!(fn a_busy_keep_alive_connection_outlives_the_idle_timeout(kind) {
+    let etcd = etcd_with_original();
+    let svc = command(kind, &etcd)
+        .args(["--idle-timeout", "2"])
+        .start()
+        .expect("start");
+    let mut kept = HttpClient::new().connect(svc.addr()).unwrap();
+    let started = Instant::now();
+    let mut last = started;
+    for i in 0..10 {
+        last = Instant::now();
+        kept.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap_or_else(|e| panic!("request {i} after {:?}: {e}", started.elapsed()));
+        let (answer, closed) = read_until_closed(&mut kept, Duration::from_millis(500));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains("2.4.3+git"),
+            "request {i} after {:?}: {text:?}",
+            started.elapsed()
+        );
+        assert!(!closed, "closed after request {i}, {:?} after the start", started.elapsed());
+    }
+    assert!(started.elapsed() > Duration::from_secs(4), "{:?}", started.elapsed());
+    let (bytes, closed) = read_until_closed(&mut kept, Duration::from_secs(5));
+    assert!(closed && bytes.is_empty(), "after going quiet: {bytes:?} closed {closed}");
+    let idle = last.elapsed();
+    assert!(idle > Duration::from_millis(1800), "closed {idle:?} after the last request");
+    still_healthy(&svc);
+});
+
 conformance_test!(fn a_flood_past_the_limit_is_refused_cleanly_locals_get_in_and_all_recovers(kind) {
     let etcd = etcd_with_original();
     // 400 descriptors: the default limit leaves 256 of them free → 144 connections, 20 of
