@@ -1,0 +1,228 @@
+//! Properties of the etcd codecs, which read bytes from a peer (etcd, or whatever answers in its
+//! place): the v2 keys API (`lainlet_core::v2`) and the v3 JSON gateway
+//! (`lainlet_core::gateway`). Inputs are etcd's recorded answers (`core/src/etcd/recorded/`),
+//! mutated byte by byte, truncated and spliced, and plain random bytes:
+//!
+//! * no parser panics, whatever the status, `X-Etcd-Index` or body;
+//! * the v2 watch stream decodes to the same events, in the same order, with the same last
+//!   revision and the same ending, however its bytes are split into pushes (one byte at a
+//!   time, at random points, or all at once), so the shell's read sizes never change what is
+//!   applied. (How events are grouped into responses may differ: what one push holds is
+//!   decoded as one batch.)
+
+use lainlet_core::v2::{Answer, WatchDecoder};
+use lainlet_core::{gateway, v2, WatchEvent};
+use proptest::prelude::*;
+
+/// The recorded answers, as (status, `X-Etcd-Index`, body without its transfer encoding).
+fn recorded() -> Vec<(u16, Option<String>, Vec<u8>)> {
+    const FILES: [&[u8]; 11] = [
+        include_bytes!("../src/etcd/recorded/probe_keys.http"),
+        include_bytes!("../src/etcd/recorded/probe_missing.http"),
+        include_bytes!("../src/etcd/recorded/probe_v2_not_served.http"),
+        include_bytes!("../src/etcd/recorded/snapshot_missing.http"),
+        include_bytes!("../src/etcd/recorded/snapshot_tree.http"),
+        include_bytes!("../src/etcd/recorded/v3_probe_empty.http"),
+        include_bytes!("../src/etcd/recorded/v3_probe_keys.http"),
+        include_bytes!("../src/etcd/recorded/watch_cleared.http"),
+        include_bytes!("../src/etcd/recorded/watch_once_history_hit.http"),
+        include_bytes!("../src/etcd/recorded/watch_stream_history_hit.http"),
+        include_bytes!("../src/etcd/recorded/watch_stream_live.http"),
+    ];
+    FILES.iter().map(|raw| split(raw)).collect()
+}
+
+/// Status, `X-Etcd-Index` and the de-chunked body of one recorded answer.
+fn split(raw: &[u8]) -> (u16, Option<String>, Vec<u8>) {
+    let text = std::str::from_utf8(raw).expect("recorded answers are UTF-8");
+    let (head, mut rest) = text.split_once("\r\n\r\n").expect("a head");
+    let status = head[9..12].parse().expect("a status");
+    let index = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Etcd-Index: "))
+        .map(str::to_owned);
+    if !head.contains("Transfer-Encoding: chunked") {
+        return (status, index, rest.as_bytes().to_vec());
+    }
+    let mut body = Vec::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size, 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&after.as_bytes()[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, index, body)
+}
+
+/// A body: a recorded one mutated (bytes replaced, a cut, a splice of another), or random.
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    let bodies: Vec<Vec<u8>> = recorded().into_iter().map(|(_, _, b)| b).collect();
+    let n = bodies.len();
+    let mutated = (
+        0..n,
+        0..n,
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(move |(a, b, flips, cut, splice)| {
+            let mut out = bodies[a].clone();
+            for (at, byte) in flips {
+                if !out.is_empty() {
+                    let i = at.index(out.len());
+                    out[i] = byte;
+                }
+            }
+            out.truncate(cut.index(out.len() + 1));
+            let other = &bodies[b];
+            out.extend_from_slice(&other[splice.index(other.len() + 1)..]);
+            out
+        });
+    prop_oneof![
+        3 => mutated,
+        1 => proptest::collection::vec(any::<u8>(), 0..256),
+    ]
+}
+
+fn status() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(200u16),
+        Just(201),
+        Just(400),
+        Just(401),
+        Just(404),
+        Just(500),
+        any::<u16>()
+    ]
+}
+
+fn etcd_index() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        (0i64..100).prop_map(|i| Some(i.to_string())),
+        Just(Some(i64::MAX.to_string())),
+        Just(Some("18446744073709551616".to_owned())),
+        Just(Some("-1".to_owned())),
+        "\\PC{0,12}".prop_map(Some),
+    ]
+}
+
+/// What a decoder made of a stream: every event in order, the last event revision reported,
+/// whether a response said `created` and `last`, and the first error.
+#[derive(Debug, Default, PartialEq)]
+struct Decoded {
+    events: Vec<WatchEvent>,
+    last_event_revision: Option<i64>,
+    created: bool,
+    last: bool,
+    error: Option<String>,
+}
+
+/// Feeds `pushes` to a decoder, polling after each, then finishes it.
+fn decode(status: u16, index: Option<&str>, stream: bool, pushes: &[&[u8]]) -> Decoded {
+    let mut decoder = WatchDecoder::new(status, index, stream);
+    let mut out = Decoded::default();
+    let take = |r: Result<lainlet_core::WatchResponse, lainlet_core::CodecError>,
+                out: &mut Decoded| match r {
+        Ok(r) => {
+            out.events.extend(r.events);
+            out.last_event_revision = r.last_event_revision.or(out.last_event_revision);
+            out.created |= r.created;
+            out.last |= r.last;
+        }
+        Err(e) => out.error = out.error.take().or(Some(e.to_string())),
+    };
+    for bytes in pushes {
+        if let Err(e) = decoder.push(bytes) {
+            take(Err(e), &mut out);
+            return out;
+        }
+        while let Some(r) = decoder.poll() {
+            take(r, &mut out);
+        }
+    }
+    if !decoder.is_done() {
+        take(decoder.finish(), &mut out);
+    }
+    out
+}
+
+/// `bytes` cut at the given points (sorted, deduplicated, in range).
+fn pieces<'a>(bytes: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+    at.sort_unstable();
+    at.dedup();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for to in at.into_iter().chain([bytes.len()]) {
+        out.push(&bytes[from..to]);
+        from = to;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_v2_answer_makes_a_parser_panic(
+        status in status(),
+        index in etcd_index(),
+        body in body(),
+        busy in any::<bool>(),
+        stream in any::<bool>(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let answer = Answer { status, etcd_index: index.as_deref(), body: &body };
+        let _ = v2::parse_snapshot(answer);
+        let _ = v2::parse_quorum(answer);
+        let _ = v2::parse_keys(answer);
+        let _ = v2::parse_probe(answer);
+        let _ = v2::missed_by_stream(answer, busy);
+        let _ = decode(status, index.as_deref(), stream, &pieces(&body, &cuts));
+    }
+
+    #[test]
+    fn no_gateway_answer_makes_a_parser_panic(
+        status in status(),
+        body in body(),
+        revision in any::<i64>(),
+    ) {
+        let _ = gateway::parse_range(&body);
+        let _ = gateway::parse_keys(&body, revision);
+        let _ = gateway::parse_keys_probe(status, &body);
+        let _ = gateway::parse_quorum(status, &body);
+        let _ = gateway::parse_token(&body);
+        for line in body.split(|&b| b == b'\n') {
+            let _ = gateway::parse_watch_line(line);
+        }
+        let _ = gateway::parse_watch_line(&body);
+    }
+
+    #[test]
+    fn a_v2_watch_stream_decodes_the_same_however_its_bytes_arrive(
+        which in 0usize..3,
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        // (`watch_cleared` is an error status: its body is read as an error, not decoded.)
+        let streams = ["watch_stream_live", "watch_stream_history_hit", "watch_once_history_hit"];
+        let all = recorded();
+        let names = [
+            "probe_keys", "probe_missing", "probe_v2_not_served", "snapshot_missing",
+            "snapshot_tree", "v3_probe_empty", "v3_probe_keys", "watch_cleared",
+            "watch_once_history_hit", "watch_stream_history_hit", "watch_stream_live",
+        ];
+        let at = names.iter().position(|n| *n == streams[which]).unwrap();
+        let (status, index, body) = &all[at];
+        let stream = streams[which] != "watch_once_history_hit";
+        let whole = decode(*status, index.as_deref(), stream, &[body]);
+        let split = decode(*status, index.as_deref(), stream, &pieces(body, &cuts));
+        prop_assert_eq!(&split, &whole);
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        prop_assert_eq!(&decode(*status, index.as_deref(), stream, &bytes), &whole);
+        // The recordings hold something: the comparison is not of two empty results.
+        prop_assert!(!whole.events.is_empty() || whole.error.is_some(), "{whole:?}");
+    }
+}
