@@ -21,9 +21,13 @@ struct Fault {
     answer: Vec<u8>,
 }
 
+/// Requests to relay late: (pattern, how many more, by how long).
+type Delay = (String, usize, Duration);
+
 #[derive(Default)]
 struct Shared {
     faults: Mutex<Vec<Fault>>,
+    delays: Mutex<Vec<Delay>>,
     open: Mutex<Vec<TcpStream>>,
     stop: AtomicBool,
     injected: AtomicUsize,
@@ -78,6 +82,13 @@ impl FaultyProxy {
             left: times,
             answer: answer.into(),
         });
+    }
+
+    /// The next `times` requests whose path (with its query) contains `pattern` are relayed to
+    /// etcd only after `by` (a slow etcd or network, e.g. a snapshot read that takes long).
+    pub fn delay(&self, pattern: &str, times: usize, by: Duration) {
+        let delay = (pattern.to_owned(), times, by);
+        self.shared.delays.lock().unwrap().push(delay);
     }
 
     /// Canned answers sent so far.
@@ -138,6 +149,19 @@ fn serve(s: &Shared, mut down: TcpStream, upstream: &str) -> io::Result<()> {
         s.injected.fetch_add(1, Ordering::SeqCst);
         down.write_all(&answer)?;
         return down.shutdown(Shutdown::Both);
+    }
+    let delay = {
+        let mut delays = s.delays.lock().unwrap();
+        delays
+            .iter_mut()
+            .find(|(pattern, left, _)| *left > 0 && target.contains(pattern.as_str()))
+            .map(|(_, left, by)| {
+                *left -= 1;
+                *by
+            })
+    };
+    if let Some(by) = delay {
+        thread::sleep(by);
     }
     let mut up = TcpStream::connect(upstream)?;
     s.open.lock().unwrap().push(up.try_clone()?);

@@ -108,6 +108,32 @@ conformance_test!(fn the_status_page_follows_etcd_in_a_browser(kind) {
     drop(watches);
 });
 
+// A snapshot read that takes long (etcd or the network slow: here a proxy holds the v2 read for
+// 6 s) says every 5 s that it is still reading, then what it read; until then every v2 request
+// gets 503.
+conformance_test!(fn a_slow_snapshot_read_says_it_is_still_reading(kind) {
+    let etcd = etcd_with_original_in(Store::V2);
+    let proxy = FaultyProxy::start(&etcd.endpoint()).unwrap();
+    proxy.delay("sorted=true", 1, std::time::Duration::from_secs(6));
+    let started = Instant::now();
+    let mut svc = Service::command(kind)
+        .web_auto()
+        .args(["--etcd", proxy.addr(), "--etcd-api", "v2", "--ip", NODE_IP])
+        .spawn()
+        .expect("start");
+    svc.wait_listening(10 * SEC).expect("listening");
+    let early = svc.get("/v2/configwatcher?target=vip");
+    assert_eq!(early.status, 503, "before the snapshot: {}", early.text());
+    svc.wait_healthy(30 * SEC).expect("ready after the slow read");
+    assert!(started.elapsed() > 6 * SEC, "{:?}", started.elapsed());
+    let log = svc.log();
+    let still = log.lines().filter(|l| l.contains("still reading /lain/")).count();
+    assert_eq!(still, 1, "one progress line in 6 s: {log}");
+    let keys = lainlet_fixtures::original().kvs.len();
+    assert!(log.contains(&format!("read {keys} keys")), "{log}");
+    assert!(log.contains("serving: ready"), "{log}");
+});
+
 conformance_test!(fn start_up_logs_its_progress_as_json_lines(kind) {
     let etcd = etcd_with_original();
     let svc = command(kind, &etcd).args(["--log-format", "json"]).start().unwrap();
