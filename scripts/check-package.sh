@@ -83,7 +83,8 @@ fi
 unit="$prefix/${unit_rel#./}"
 defaults="$prefix/etc/default/lainlet"
 bin="$prefix/usr/bin/lainlet"
-"$bin" -v 2>&1 | grep -q "Lainlet Version" || fail "$bin -v"
+version_out="$("$bin" -v 2>&1)" || fail "$bin -v exited with $?"
+grep -q "Lainlet Version" <<<"$version_out" || fail "$bin -v: $version_out"
 if [ $installed = 1 ] && command -v systemd-analyze >/dev/null 2>&1; then
   step "systemd-analyze verify $unit"
   systemd-analyze verify --man=no "$unit" || fail "systemd-analyze verify $unit"

@@ -52,9 +52,11 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 /// For `-v`: the v2 API version on stderr (as the original printed it), the build on stdout.
+/// A reader that went away (`lainlet -v | grep -q …`) is no error: nothing is left to say.
 pub fn print_version(package: &str, version: &str) {
-    eprintln!("Lainlet Version: {V2_VERSION}");
-    println!("lainlet {version} ({package})");
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "Lainlet Version: {V2_VERSION}");
+    let _ = writeln!(std::io::stdout(), "lainlet {version} ({package})");
 }
 
 /// Logs to stderr: the shell's own crate (`shell_target`, its `CARGO_CRATE_NAME`) and this
