@@ -114,19 +114,38 @@ impl<H: HttpGet, R: Runtime> Endpoint<H, R> {
     }
 
     /// `GET path`, its body read whole, within `limit`.
-    async fn call(
-        &self,
-        path: &str,
-        limit: Duration,
-    ) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
+    async fn call(&self, path: &str, limit: Duration) -> anyhow::Result<Called> {
         let exchange = async {
             let mut head = self.head(path).await?;
             let body = read_all(&mut head.body).await?;
-            Ok::<_, anyhow::Error>((head.status, head.etcd_index, body))
+            let etcd_index = head.etcd_index;
+            Ok::<_, anyhow::Error>(Called {
+                status: head.status,
+                etcd_index,
+                body,
+            })
         };
         match first(exchange, self.rt.sleep(limit)).await {
             Either::Left(r) => r,
             Either::Right(()) => bail!("GET {path} at {}: no answer within {limit:?}", self.base),
+        }
+    }
+}
+
+/// A whole answer, as [`Endpoint::call`] read it.
+struct Called {
+    status: u16,
+    etcd_index: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Called {
+    /// The answer as the v2 codec reads it.
+    fn answer(&self) -> Answer<'_> {
+        Answer {
+            status: self.status,
+            etcd_index: self.etcd_index.as_deref(),
+            body: &self.body,
         }
     }
 }
@@ -181,26 +200,14 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
     type Watch = V2Watch<H, R>;
 
     async fn check_quorum(&mut self) -> anyhow::Result<()> {
-        let (status, index, body) = self.endpoint()?.call(v2::PROBE_PATH, PROBE_TIMEOUT).await?;
-        let answer = Answer {
-            status,
-            etcd_index: index.as_deref(),
-            body: &body,
-        };
-        v2::parse_quorum(answer).map_err(|e| anyhow!(e))
+        let called = self.endpoint()?.call(v2::PROBE_PATH, PROBE_TIMEOUT).await?;
+        v2::parse_quorum(called.answer()).map_err(|e| anyhow!(e))
     }
 
     async fn list_keys(&mut self, _at_revision: i64) -> anyhow::Result<KeyListing> {
-        let (status, index, body) = self
-            .endpoint()?
-            .call(v2::SNAPSHOT_PATH, CALL_TIMEOUT)
-            .await?;
-        let answer = Answer {
-            status,
-            etcd_index: index.as_deref(),
-            body: &body,
-        };
-        Ok(v2::parse_keys(answer)?)
+        let endpoint = self.endpoint()?;
+        let called = endpoint.call(v2::SNAPSHOT_PATH, CALL_TIMEOUT).await?;
+        Ok(v2::parse_keys(called.answer())?)
     }
 
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
@@ -219,11 +226,7 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
             Err(e) => return Probe::Failed(format!("{e:#}")),
         };
         match endpoint.call(v2::PROBE_PATH, PROBE_TIMEOUT).await {
-            Ok((status, index, body)) => v2::parse_probe(Answer {
-                status,
-                etcd_index: index.as_deref(),
-                body: &body,
-            }),
+            Ok(called) => v2::parse_probe(called.answer()),
             Err(e) => Probe::Failed(format!("{e:#}")),
         }
     }
@@ -236,16 +239,9 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
     async fn read_snapshot(&mut self) -> anyhow::Result<Snapshot> {
         self.opened = None;
         let live = open(self.endpoint()?, v2::LIVE_WATCH_PATH, 0, false).await;
-        let (status, index, body) = self
-            .endpoint()?
-            .call(v2::SNAPSHOT_PATH, CALL_TIMEOUT)
-            .await?;
-        let answer = Answer {
-            status,
-            etcd_index: index.as_deref(),
-            body: &body,
-        };
-        let snapshot = v2::parse_snapshot(answer)?;
+        let endpoint = self.endpoint()?;
+        let called = endpoint.call(v2::SNAPSHOT_PATH, CALL_TIMEOUT).await?;
+        let snapshot = v2::parse_snapshot(called.answer())?;
         if let Ok((watch, after)) = live {
             if after <= snapshot.revision {
                 self.opened = Some((watch, after));

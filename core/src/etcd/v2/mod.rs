@@ -285,6 +285,7 @@ struct RawRead<'a> {
     node: Option<RawTree<'a>>,
 }
 
+/// A node of a read (with its `nodes`) or of a watch event (without).
 #[derive(serde::Deserialize)]
 struct RawTree<'a> {
     #[serde(borrow, default)]
@@ -333,23 +334,11 @@ struct RawLine<'a> {
     #[serde(borrow, default)]
     action: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    node: Option<RawNode<'a>>,
+    node: Option<RawTree<'a>>,
     #[serde(rename = "errorCode", default)]
     error_code: Option<i64>,
     #[serde(borrow, default)]
     message: Option<Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawNode<'a> {
-    #[serde(borrow, default)]
-    key: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    value: Option<Cow<'a, str>>,
-    #[serde(default)]
-    dir: bool,
-    #[serde(rename = "modifiedIndex", default)]
-    modified_index: Option<i64>,
 }
 
 /// One watch line (`{"action":…,"node":…,"prevNode":…}`) as a [`WatchEvent`] and its index;
