@@ -1037,24 +1037,10 @@ async fn series(
 ) -> anyhow::Result<Vec<Sent>> {
     let etcd = ctx.etcd.context("no etcd")?;
     let (clock, store, key) = (ctx.clock, ctx.store, key.to_owned());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("writer".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| {
-                    rt.block_on(async {
-                        let writer = Writer::connect(store, etcd).await?;
-                        write_series(clock, writer, &key, values, rate).await
-                    })
-                });
-            let _ = tx.send(result);
-        })
-        .context("starting the writer thread")?;
-    let sent = rx.await.map_err(|_| anyhow!("the writer thread died"))??;
+    let sent = crate::writer::on_own_thread("writer", store, etcd, move |writer| async move {
+        write_series(clock, writer, &key, values, rate).await
+    })
+    .await?;
     if let Some(last) = sent.last() {
         ctx.seq = last.seq;
     }

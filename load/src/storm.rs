@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _};
 use tokio::sync::{watch, Semaphore};
 
 use crate::clients::{self, ClientLog, Clock, Progress};
 use crate::procs::{http_get, metric};
 use crate::stats::{ms, show, Spread};
-use crate::writer::{Store, Writer};
+use crate::writer::{on_own_thread, Store, Writer};
 
 /// What to run.
 pub struct Params {
@@ -144,27 +143,11 @@ pub async fn run(
     let failed_writes = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(p.secs);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    {
-        let (next, failed, writers) = (next.clone(), failed_writes.clone(), p.writers);
-        std::thread::Builder::new()
-            .name("storm".into())
-            .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|rt| {
-                        rt.block_on(async {
-                            let writer = Writer::connect(store, etcd).await?;
-                            write_storm(writer, writers, deadline, clock, next, failed).await
-                        })
-                    });
-                let _ = tx.send(result);
-            })
-            .context("starting the storm thread")?;
-    }
-    let mut writes = rx.await.map_err(|_| anyhow!("the storm thread died"))??;
+    let (next_seq, failed, writers) = (next.clone(), failed_writes.clone(), p.writers);
+    let mut writes = on_own_thread("storm", store, etcd, move |writer| {
+        write_storm(writer, writers, deadline, clock, next_seq, failed)
+    })
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     writes.sort_by_key(|w| w.seq);
     *seq = next.load(Ordering::Relaxed);

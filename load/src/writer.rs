@@ -209,3 +209,34 @@ impl Writer {
             .map_err(|_| anyhow!("reading the revision timed out"))?
     }
 }
+
+/// Runs `work` with a writer to `store` of the etcd at `etcd` on a thread and current-thread
+/// runtime of its own named `name` (so the writes' timing is not the clients'), and waits for
+/// its result.
+pub async fn on_own_thread<T, F, Fut>(
+    name: &str,
+    store: Store,
+    etcd: SocketAddr,
+    work: F,
+) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Writer) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    rt.block_on(async { work(Writer::connect(store, etcd).await?).await })
+                });
+            let _ = tx.send(result);
+        })
+        .with_context(|| format!("starting the {name} thread"))?;
+    rx.await.map_err(|_| anyhow!("the {name} thread died"))?
+}
