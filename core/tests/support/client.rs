@@ -16,16 +16,7 @@ pub struct Seen {
 }
 
 pub fn seen(frame: &lainlet_core::Frame) -> Seen {
-    let body = String::from_utf8(frame.body.to_vec()).unwrap();
-    let mut event = String::new();
-    let mut data = None;
-    for line in body.lines() {
-        if let Some(e) = line.strip_prefix("event: ") {
-            event = e.to_owned();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            data = Some(d.to_owned());
-        }
-    }
+    let (_, event, data) = super::parts(frame);
     Seen {
         id: frame.id,
         event,
