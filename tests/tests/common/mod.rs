@@ -104,15 +104,7 @@ pub fn wait_json(svc: &Service, path: &str, expected: &Value) {
 
 /// etcd's `/lain/config/` keys as `/v2/configwatcher` shows them (relative key → raw value).
 pub fn etcd_config(etcd: &EtcdServer) -> Value {
-    let map: BTreeMap<String, Value> = etcd
-        .get_prefix("/lain/config/")
-        .into_iter()
-        .map(|(k, v, _)| {
-            let key = k["/lain/config/".len()..].to_owned();
-            (key, Value::String(String::from_utf8_lossy(&v).into_owned()))
-        })
-        .collect();
-    serde_json::to_value(map).unwrap()
+    etcd_config_in(etcd, Store::V3)
 }
 
 /// `store`'s `/lain/config/` keys as `/v2/configwatcher` shows them.
