@@ -89,13 +89,14 @@ mod views;
 pub use auth::is_local_peer;
 pub use engine::{
     apply_patch, Action, BackfillOutcome, CheckPolicy, DecodeFailure, DeliveryStats, DriftOutcome,
-    Engine, EngineConfig, EtcdStatus, HistoryWindow, Rendering, RequestContext, StoreDecision,
-    SubscriberId, Update, ViewVersion, V2_VERSION,
+    Engine, EngineConfig, EtcdStatus, HistoryWindow, QuorumOutcome, Rendering, RequestContext,
+    StoreDecision, SubscriberId, Update, ViewVersion, V2_VERSION,
 };
 pub use error::ApiError;
 pub use etcd::{
-    gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdCheck, EtcdStep, KeyListing, NoStore,
-    Probe, Store, StoreChoice, WatchOutcome, WatchResponse, PREFIX,
+    gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdCheck, EtcdIdentity, EtcdStep, KeyListing,
+    NoStore, Probe, Store, StoreChoice, WatchOutcome, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
+    PREFIX, PROBE_TIMEOUT, V2_LONG_POLL_RENEW,
 };
 pub use input::{KeyValue, Snapshot, WatchEvent};
 pub use model::DecodeError;

@@ -3,15 +3,11 @@
 //! (`lainlet_core::gateway`). Inputs are etcd's recorded answers (`core/src/etcd/recorded/`),
 //! mutated byte by byte, truncated and spliced, and plain random bytes:
 //!
-//! * no parser panics, whatever the status, `X-Etcd-Index` or body;
-//! * the v2 watch stream decodes to the same events, in the same order, with the same last
-//!   revision and the same ending, however its bytes are split into pushes (one byte at a
-//!   time, at random points, or all at once), so the shell's read sizes never change what is
-//!   applied. (How events are grouped into responses may differ: what one push holds is
-//!   decoded as one batch.)
+//! * no parser panics, whatever the status, `X-Etcd-Index`, `X-Etcd-Cluster-Id` or body
+//!   (v2 answers are read whole, so how their bytes arrived cannot change what is decoded).
 
-use lainlet_core::v2::{Answer, WatchDecoder};
-use lainlet_core::{gateway, v2, WatchEvent};
+use lainlet_core::v2::Answer;
+use lainlet_core::{gateway, v2};
 use proptest::prelude::*;
 
 /// The recorded answers, as (status, `X-Etcd-Index`, body without its transfer encoding).
@@ -109,60 +105,6 @@ fn etcd_index() -> impl Strategy<Value = Option<String>> {
     ]
 }
 
-/// What a decoder made of a stream: every event in order, the last event revision reported,
-/// whether a response said `created` and `last`, and the first error.
-#[derive(Debug, Default, PartialEq)]
-struct Decoded {
-    events: Vec<WatchEvent>,
-    last_event_revision: Option<i64>,
-    created: bool,
-    last: bool,
-    error: Option<String>,
-}
-
-/// Feeds `pushes` to a decoder, polling after each, then finishes it.
-fn decode(status: u16, index: Option<&str>, stream: bool, pushes: &[&[u8]]) -> Decoded {
-    let mut decoder = WatchDecoder::new(status, index, stream);
-    let mut out = Decoded::default();
-    let take = |r: Result<lainlet_core::WatchResponse, lainlet_core::CodecError>,
-                out: &mut Decoded| match r {
-        Ok(r) => {
-            out.events.extend(r.events);
-            out.last_event_revision = r.last_event_revision.or(out.last_event_revision);
-            out.created |= r.created;
-            out.last |= r.last;
-        }
-        Err(e) => out.error = out.error.take().or(Some(e.to_string())),
-    };
-    for bytes in pushes {
-        if let Err(e) = decoder.push(bytes) {
-            take(Err(e), &mut out);
-            return out;
-        }
-        while let Some(r) = decoder.poll() {
-            take(r, &mut out);
-        }
-    }
-    if !decoder.is_done() {
-        take(decoder.finish(), &mut out);
-    }
-    out
-}
-
-/// `bytes` cut at the given points (sorted, deduplicated, in range).
-fn pieces<'a>(bytes: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
-    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
-    at.sort_unstable();
-    at.dedup();
-    let mut out = Vec::new();
-    let mut from = 0;
-    for to in at.into_iter().chain([bytes.len()]) {
-        out.push(&bytes[from..to]);
-        from = to;
-    }
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -171,17 +113,19 @@ proptest! {
         status in status(),
         index in etcd_index(),
         body in body(),
-        busy in any::<bool>(),
-        stream in any::<bool>(),
-        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        cluster in etcd_index(),
     ) {
-        let answer = Answer { status, etcd_index: index.as_deref(), body: &body };
+        let answer = Answer {
+            status,
+            etcd_index: index.as_deref(),
+            cluster_id: cluster.as_deref(),
+            body: &body,
+        };
         let _ = v2::parse_snapshot(answer);
         let _ = v2::parse_quorum(answer);
         let _ = v2::parse_keys(answer);
         let _ = v2::parse_probe(answer);
-        let _ = v2::missed_by_stream(answer, busy);
-        let _ = decode(status, index.as_deref(), stream, &pieces(&body, &cuts));
+        let _ = v2::parse_watch(answer);
     }
 
     #[test]
@@ -199,30 +143,5 @@ proptest! {
             let _ = gateway::parse_watch_line(line);
         }
         let _ = gateway::parse_watch_line(&body);
-    }
-
-    #[test]
-    fn a_v2_watch_stream_decodes_the_same_however_its_bytes_arrive(
-        which in 0usize..3,
-        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
-    ) {
-        // (`watch_cleared` is an error status: its body is read as an error, not decoded.)
-        let streams = ["watch_stream_live", "watch_stream_history_hit", "watch_once_history_hit"];
-        let all = recorded();
-        let names = [
-            "probe_keys", "probe_missing", "probe_v2_not_served", "snapshot_missing",
-            "snapshot_tree", "v3_probe_empty", "v3_probe_keys", "watch_cleared",
-            "watch_once_history_hit", "watch_stream_history_hit", "watch_stream_live",
-        ];
-        let at = names.iter().position(|n| *n == streams[which]).unwrap();
-        let (status, index, body) = &all[at];
-        let stream = streams[which] != "watch_once_history_hit";
-        let whole = decode(*status, index.as_deref(), stream, &[body]);
-        let split = decode(*status, index.as_deref(), stream, &pieces(body, &cuts));
-        prop_assert_eq!(&split, &whole);
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        prop_assert_eq!(&decode(*status, index.as_deref(), stream, &bytes), &whole);
-        // The recordings hold something: the comparison is not of two empty results.
-        prop_assert!(!whole.events.is_empty() || whole.error.is_some(), "{whole:?}");
     }
 }

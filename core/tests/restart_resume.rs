@@ -410,7 +410,7 @@ fn a_compacted_revision_no_answer_or_an_etcd_failure_gets_init() {
     h.engine.handle_etcd_connected(later);
     assert!(matches!(h.engine.poll_etcd(later), EtcdStep::Watch { .. }));
     assert_eq!(
-        h.engine.poll_etcd_check(later, later).1,
+        h.engine.poll_etcd_check(later).1,
         EtcdCheck::Quorum,
         "nothing wanted"
     );

@@ -8,7 +8,7 @@
 //!                              → handle_etcd_connected / handle_etcd_failure
 //! Probe                      → v2.probe(), v3.probe() → handle_store_probe (logged)
 //! ReadSnapshot{store}        → client.read_snapshot() → handle_snapshot (applied as a diff)
-//! Watch{store, start, …}     → client.watch(start, in_history), each message →
+//! Watch{store, start, …}     → client.watch(start), each message →
 //!                              handle_watch_response, until it ends, fails or `until` passes
 //! Wait{until}                → sleep
 //! ```
@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use lainlet_core::{
-    BackfillOutcome, DriftOutcome, EtcdCheck, EtcdStep, KeyListing, KeyValue, Probe, Snapshot,
-    Store, StoreDecision, WatchOutcome, WatchResponse,
+    BackfillOutcome, DriftOutcome, EtcdCheck, EtcdIdentity, EtcdStep, KeyListing, KeyValue, Probe,
+    QuorumOutcome, Snapshot, Store, StoreDecision, WatchOutcome, WatchResponse,
 };
 use tracing::{debug, info, warn};
 
@@ -51,16 +51,23 @@ pub trait EtcdClient: Send {
     /// Reads every key under [`PREFIX`] in one consistent read, at the store's revision.
     fn read_snapshot(&mut self) -> impl Future<Output = anyhow::Result<Snapshot>> + Send;
 
-    /// Starts one prefix watch of [`PREFIX`] from `start_revision`; `in_history`: etcd has
-    /// already reported that revision (see [`EtcdStep::Watch`]).
+    /// Starts one prefix watch of [`PREFIX`] from `start_revision`.
     fn watch(
         &mut self,
         start_revision: i64,
-        in_history: bool,
     ) -> impl Future<Output = anyhow::Result<Self::Watch>> + Send;
 
-    /// A linearizable read, which only a member with a quorum answers; an error otherwise.
-    fn check_quorum(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// At which revision `key` was written as of `revision` (`None`: no such key then); see
+    /// [`EtcdStep::ProveHistory`]. An error when etcd cannot tell (a compacted revision).
+    fn prove_put(
+        &mut self,
+        key: &str,
+        revision: i64,
+    ) -> impl Future<Output = anyhow::Result<Option<i64>>> + Send;
+
+    /// A linearizable read, which only a member with a quorum answers, and what its answer
+    /// says about etcd's history (revision, cluster ID); an error otherwise.
+    fn check_quorum(&mut self) -> impl Future<Output = anyhow::Result<EtcdIdentity>> + Send;
 
     /// Every key under [`PREFIX`] with its revision, without values, at `at_revision` (the
     /// v2 store lists at its current index).
@@ -109,14 +116,15 @@ pub async fn follow<V2: EtcdClient, V3: EtcdClient, R: Runtime>(
                     connect(&mut clients, url, store, &mut unconnected).await?;
                     // A member without a quorum accepts connections and watches, and sends
                     // nothing: only one that answers a linearizable read is used.
+                    // It also proves that etcd continues the history served (else a re-read).
                     let check = match store {
                         Some(Store::V2) => quorum(&mut clients.v2, &rt, timeout).await,
                         Some(Store::V3) => quorum(&mut clients.v3, &rt, timeout).await,
                         None => return Ok(()),
                     };
-                    shared
-                        .with_engine(|e| e.handle_quorum_check(Instant::now(), check))
-                        .map_err(|e| anyhow!(e))
+                    let outcome =
+                        shared.with_engine(|e| e.handle_quorum_check(Instant::now(), check));
+                    handle_quorum(outcome).map(|_| ())
                 };
                 match first(connecting, shared.shut_down()).await {
                     Either::Left(r) => r.map(|()| {
@@ -135,6 +143,36 @@ pub async fn follow<V2: EtcdClient, V3: EtcdClient, R: Runtime>(
                         decision
                             .map(|d| log_decision(&d, both))
                             .map_err(|e| anyhow!(e))
+                    }
+                    Either::Right(()) => return,
+                }
+            }
+            EtcdStep::ProveHistory {
+                store,
+                key,
+                revision,
+            } => {
+                let limit = shared.with_engine(|e| e.etcd_check_timeout(EtcdCheck::Quorum));
+                let asking = async {
+                    let ask = async {
+                        match store {
+                            Store::V2 => clients.v2.prove_put(&key, revision).await,
+                            Store::V3 => clients.v3.prove_put(&key, revision).await,
+                        }
+                    };
+                    match first(ask, rt.sleep(limit)).await {
+                        Either::Left(r) => r.map_err(|e| format!("{e:#}")),
+                        Either::Right(()) => Err(format!("no answer within {limit:?}")),
+                    }
+                };
+                match first(asking, shared.shut_down()).await {
+                    Either::Left(answer) => {
+                        let outcome =
+                            shared.with_engine(|e| e.handle_history_proof(Instant::now(), answer));
+                        if let QuorumOutcome::Continues = outcome {
+                            debug!("etcd still has {key} written at revision {revision}");
+                        }
+                        handle_quorum(outcome).map(|_| ())
                     }
                     Either::Right(()) => return,
                 }
@@ -292,12 +330,25 @@ async fn bounded<T, R: Runtime>(
     }
 }
 
-/// A quorum check within `limit`: why it failed, if it did.
+/// Logs a quorum check's outcome; `Err` for a failure, `Ok(false)` when the watch must end
+/// for a re-read (etcd's history went back or changed cluster).
+fn handle_quorum(outcome: QuorumOutcome) -> anyhow::Result<bool> {
+    match outcome {
+        QuorumOutcome::Continues => Ok(true),
+        QuorumOutcome::HistoryChanged { reason } => {
+            warn!("etcd: {reason}; re-reading {PREFIX} (served as stale until then)");
+            Ok(false)
+        }
+        QuorumOutcome::Failed { reason } => Err(anyhow!(reason)),
+    }
+}
+
+/// A quorum check within `limit`: what etcd said, or why it failed.
 async fn quorum<C: EtcdClient, R: Runtime>(
     client: &mut C,
     rt: &R,
     limit: std::time::Duration,
-) -> Result<(), String> {
+) -> Result<EtcdIdentity, String> {
     match first(client.check_quorum(), rt.sleep(limit)).await {
         Either::Left(r) => r.map_err(|e| format!("{e:#}")),
         Either::Right(()) => Err(format!("no answer within {limit:?}")),
@@ -332,14 +383,13 @@ async fn watch<C: EtcdClient, R: Runtime>(
     rt: &R,
     w: Watch,
 ) -> anyhow::Result<()> {
-    let starting = client.watch(w.start_revision, w.in_history);
+    let starting = client.watch(w.start_revision);
     let Some(stream) = bounded(shared, rt, w.until, starting).await else {
         return Ok(());
     };
     let mut stream = stream?;
-    let mut last_message = Instant::now();
     loop {
-        let (due, check) = shared.with_engine(|e| e.poll_etcd_check(Instant::now(), last_message));
+        let (due, check) = shared.with_engine(|e| e.poll_etcd_check(Instant::now()));
         // A resume that waits for a listing wakes this wait (`due` is then now).
         let due_or_wanted = first(rt.sleep_until(due), shared.etcd_wanted());
         let Some(next) = bounded(shared, rt, w.until, first(stream.next(), due_or_wanted)).await
@@ -347,13 +397,10 @@ async fn watch<C: EtcdClient, R: Runtime>(
             return Ok(());
         };
         match next {
-            Either::Left(message) => {
-                last_message = Instant::now();
-                match handle_message(shared, w, message?)? {
-                    Flow::Continue => continue,
-                    Flow::Stop => return Ok(()),
-                }
-            }
+            Either::Left(message) => match handle_message(shared, w, message?)? {
+                Flow::Continue => continue,
+                Flow::Stop => return Ok(()),
+            },
             // Woken for a listing: ask again which check is due.
             Either::Right(Either::Right(())) => continue,
             Either::Right(Either::Left(())) => {}
@@ -370,7 +417,6 @@ async fn watch<C: EtcdClient, R: Runtime>(
             match next {
                 Either::Left(result) => break result,
                 Either::Right(message) => {
-                    last_message = Instant::now();
                     if let Flow::Stop = handle_message(shared, w, message?)? {
                         return Ok(());
                     }
@@ -385,7 +431,7 @@ async fn watch<C: EtcdClient, R: Runtime>(
 
 /// The outcome of a check, as the engine takes it.
 enum Checked {
-    Quorum(Result<(), String>),
+    Quorum(Result<EtcdIdentity, String>),
     Keys(Result<KeyListing, String>),
     Backfill(i64, Result<KeyListing, String>),
 }
@@ -413,10 +459,11 @@ fn handle_check(shared: &Shared, checked: Checked) -> anyhow::Result<Flow> {
     let now = Instant::now();
     match checked {
         Checked::Quorum(result) => {
-            shared
-                .with_engine(|e| e.handle_quorum_check(now, result))
-                .map_err(|e| anyhow!(e))?;
-            Ok(Flow::Continue)
+            let outcome = shared.with_engine(|e| e.handle_quorum_check(now, result));
+            match handle_quorum(outcome)? {
+                true => Ok(Flow::Continue),
+                false => Ok(Flow::Stop),
+            }
         }
         Checked::Backfill(revision, listing) => {
             match shared.with_engine(|e| e.handle_backfill(now, revision, listing)) {

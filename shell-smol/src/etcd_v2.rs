@@ -1,11 +1,11 @@
 //! etcd's v2 keys API for the smol shell: trillium-client as the `GET` of the common v2
-//! client (`lainlet_shell_common::etcd_v2`, which holds the time limits and the liveness
-//! check; the protocol is `lainlet_core::v2`). etcd answers HTTP/1.1 without
+//! client (`lainlet_shell_common::etcd_v2`; the protocol and its limits are
+//! `lainlet_core`'s). etcd answers HTTP/1.1 without
 //! `Connection: keep-alive`, so trillium opens one connection per request.
 
 use std::future::IntoFuture;
 
-use lainlet_core::v2::INDEX_HEADER;
+use lainlet_core::v2::{CLUSTER_ID_HEADER, INDEX_HEADER};
 use lainlet_shell_common::etcd_v2::{Head, HttpBody, HttpGet};
 use smol::io::AsyncReadExt;
 use trillium_client::{Client, Conn};
@@ -36,13 +36,12 @@ impl HttpGet for Trillium {
             conn = conn.with_request_header("Authorization", value);
         }
         let conn = conn.into_future().await?;
-        let etcd_index = conn
-            .response_headers()
-            .get_str(INDEX_HEADER)
-            .map(str::to_owned);
+        let header = |name: &'static str| conn.response_headers().get_str(name).map(str::to_owned);
+        let (etcd_index, cluster_id) = (header(INDEX_HEADER), header(CLUSTER_ID_HEADER));
         Ok(Head {
             status: conn.status().map_or(0, |s| s as u16),
             etcd_index,
+            cluster_id,
             body: TrilliumBody(conn),
         })
     }

@@ -15,21 +15,18 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use lainlet_core::{gateway, KeyListing, Probe, Snapshot, WatchResponse};
+use lainlet_core::{
+    gateway, EtcdIdentity, KeyListing, Probe, Snapshot, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
+    PROBE_TIMEOUT,
+};
 use lainlet_shell_common::etcd::{EtcdClient, EtcdWatch};
 use lainlet_shell_common::sync::{first, Either};
 use smol::io::AsyncReadExt;
 use smol::Timer;
 use trillium_client::{Client, Conn};
 
-/// Time limit of a call that should answer promptly (connect, range, watch creation).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time etcd has to answer the store probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest answer accepted (a big cluster's snapshot is one range answer).
-const MAX_ANSWER: u64 = 512 << 20;
 /// Longest line of the watch stream accepted (one watch response).
-const MAX_LINE: usize = 512 << 20;
+const MAX_LINE: usize = MAX_ANSWER;
 
 /// The gateway of one endpoint at a time.
 pub struct GatewayClient {
@@ -106,7 +103,7 @@ impl Endpoint {
             let status = conn.status().map_or(0, |s| s as u16);
             let answer = conn
                 .response_body()
-                .with_max_len(MAX_ANSWER)
+                .with_max_len(MAX_ANSWER as u64)
                 .read_bytes()
                 .await?;
             Ok::<_, trillium_client::Error>((status, answer))
@@ -170,11 +167,7 @@ impl EtcdClient for GatewayClient {
         Ok(gateway::parse_range(&answer)?)
     }
 
-    async fn watch(
-        &mut self,
-        start_revision: i64,
-        _in_history: bool,
-    ) -> anyhow::Result<GatewayWatch> {
+    async fn watch(&mut self, start_revision: i64) -> anyhow::Result<GatewayWatch> {
         let endpoint = self.endpoint()?.clone();
         let start = endpoint
             .post(
@@ -202,7 +195,27 @@ impl EtcdClient for GatewayClient {
         })
     }
 
-    async fn check_quorum(&mut self) -> anyhow::Result<()> {
+    /// The key as of `revision`; if etcd cannot tell (compacted), as of now (proven if it was
+    /// not written since).
+    async fn prove_put(&mut self, key: &str, revision: i64) -> anyhow::Result<Option<i64>> {
+        let endpoint = self.endpoint()?.clone();
+        let ask = |at| {
+            let body = gateway::proof_request(key, at);
+            endpoint.exchange(&self.http, PROBE_TIMEOUT, "/v3/kv/range", body)
+        };
+        let (status, answer) = ask(Some(revision)).await?;
+        let then = match gateway::parse_proof(status, &answer) {
+            Ok(found) => return Ok(found),
+            Err(e) => e,
+        };
+        let (status, answer) = ask(None).await?;
+        match gateway::parse_proof(status, &answer)? {
+            Some(found) if found == revision => Ok(Some(found)),
+            _ => Err(anyhow!(then).context(format!("reading {key} at revision {revision}"))),
+        }
+    }
+
+    async fn check_quorum(&mut self) -> anyhow::Result<EtcdIdentity> {
         // Linearizable (no `serializable`): answered only through the raft leader. The time
         // limit is the caller's.
         let body = gateway::keys_probe_request();

@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
-use lainlet_core::{KeyListing, Probe, Snapshot, WatchEvent, WatchResponse};
+use lainlet_core::{
+    EtcdIdentity, KeyListing, Probe, Snapshot, WatchEvent, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
+    PROBE_TIMEOUT,
+};
 use lainlet_shell_common::etcd::{key_value, EtcdClient, EtcdWatch, PREFIX};
 use lainlet_shell_common::Cli;
 
-/// Time limit of one call that should answer promptly (connect, range, watch creation).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time limit of the store probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest etcd message accepted (a big cluster's snapshot is one range response).
-const MAX_MESSAGE: usize = 512 << 20;
+const MAX_MESSAGE: usize = MAX_ANSWER;
 
 /// etcd over gRPC, one endpoint at a time.
 pub struct GrpcClient {
@@ -130,7 +129,7 @@ impl EtcdClient for GrpcClient {
         Ok(Snapshot { revision, kvs })
     }
 
-    async fn watch(&mut self, start_revision: i64, _in_history: bool) -> anyhow::Result<GrpcWatch> {
+    async fn watch(&mut self, start_revision: i64) -> anyhow::Result<GrpcWatch> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(start_revision)
@@ -145,17 +144,41 @@ impl EtcdClient for GrpcClient {
         Ok(GrpcWatch(stream))
     }
 
-    async fn check_quorum(&mut self) -> anyhow::Result<()> {
+    /// The key as of `revision`; if that revision was compacted, as of now (proven if it was
+    /// not written since).
+    async fn prove_put(&mut self, key: &str, revision: i64) -> anyhow::Result<Option<i64>> {
+        let mut kv = self.client()?.kv_client();
+        let at = GetOptions::new().with_keys_only().with_revision(revision);
+        let then = match kv.get(key, Some(at)).await {
+            Ok(response) => return Ok(response.kvs().first().map(|kv| kv.mod_revision())),
+            Err(e) => e,
+        };
+        let now = GetOptions::new().with_keys_only();
+        let response = kv.get(key, Some(now)).await.context("reading one key")?;
+        match response.kvs().first().map(|kv| kv.mod_revision()) {
+            Some(found) if found == revision => Ok(Some(found)),
+            _ => Err(anyhow!(then).context(format!("reading {key} at revision {revision}"))),
+        }
+    }
+
+    async fn check_quorum(&mut self) -> anyhow::Result<EtcdIdentity> {
         let mut kv = self.client()?.kv_client();
         // Linearizable (etcd-client's default): answered only through the raft leader.
         let options = GetOptions::new()
             .with_prefix()
             .with_keys_only()
             .with_limit(1);
-        kv.get(PREFIX, Some(options))
+        let response = kv
+            .get(PREFIX, Some(options))
             .await
             .context("a linearizable read")?;
-        Ok(())
+        let header = response
+            .header()
+            .ok_or_else(|| anyhow!("a range response without a header"))?;
+        Ok(EtcdIdentity {
+            revision: header.revision(),
+            cluster_id: Some(header.cluster_id()).filter(|id| *id != 0),
+        })
     }
 
     async fn list_keys(&mut self, at_revision: i64) -> anyhow::Result<KeyListing> {

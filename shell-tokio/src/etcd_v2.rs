@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use lainlet_core::v2::INDEX_HEADER;
+use lainlet_core::v2::{CLUSTER_ID_HEADER, INDEX_HEADER};
 use lainlet_shell_common::etcd_v2::{Head, HttpBody, HttpGet};
 
 /// hyper's client: connections to etcd are kept open and reused between requests.
@@ -46,14 +46,18 @@ impl HttpGet for Hyper {
         }
         let request = request.body(Empty::new()).context("building the request")?;
         let response = self.0.request(request).await?;
-        let etcd_index = response
-            .headers()
-            .get(INDEX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (etcd_index, cluster_id) = (header(INDEX_HEADER), header(CLUSTER_ID_HEADER));
         Ok(Head {
             status: response.status().as_u16(),
             etcd_index,
+            cluster_id,
             body: HyperBody(response.into_body()),
         })
     }

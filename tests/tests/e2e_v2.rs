@@ -120,9 +120,9 @@ conformance_test!(fn a_pause_past_the_1000_event_window_resyncs_to_etcds_state(k
     expect_frame(&mut watch, "the final state", 10 * SEC, |f| {
         f.data.is_some() && f.json() == want
     });
+    // The reconnect's quorum check shows etcd's index far ahead: one re-read, no event by
+    // event catch-up (and no 401 needed to find out).
     assert_eq!(metric(&svc, "lainlet_snapshots_total"), Some(2.0), "re-read once");
-    assert!(metric(&svc, "lainlet_etcd_history_lost_total").unwrap() >= 1.0);
-    assert!(svc.log().contains("1000 events"), "logs the lost history");
     // And it follows etcd afterwards.
     wait_revision(&svc, etcd.v2_put("/lain/config/vip", "192.168.77.250"));
     assert_eq!(svc.get(&format!("{CONFIG}?target=vip")).text(), r#"{"vip":"192.168.77.250"}"#);
@@ -287,22 +287,23 @@ conformance_test!(fn answers_that_are_not_etcds_are_logged_retried_and_lose_noth
     assert_eq!(svc.get("/healthz").json()["status"], "ok");
 });
 
-conformance_test!(fn a_stream_etcd_stopped_feeding_is_noticed_and_caught_up(kind) {
+conformance_test!(fn a_reader_frozen_while_etcd_moves_on_catches_up(kind) {
     let etcd = etcd_with_original_in(Store::V2);
     let svc = start_in(kind, &etcd, Store::V2);
     let w = etcd.with_store(Store::V2);
+    // The long poll waiting in etcd is its one watcher.
     assert!(wait_until(5 * SEC, || w.watchers() == 1));
-    // Frozen, lainlet reads nothing: etcd's writes to the stream block, its 100-event buffer
-    // fills, and etcd drops the watcher — without ending the stream.
+    // Frozen, lainlet reads nothing while etcd takes 300 big writes (a stream=true watcher
+    // would be dropped by etcd 3.4 once 100 events are unread; a long poll is answered
+    // with the first and the rest waits in etcd's history).
     svc.signal(libc::SIGSTOP).unwrap();
     let big = |i: usize| format!("{i:06}").repeat(64 * 1024 / 6);
     w.load((0..300).map(|i| (format!("/lain/config/e2e/big{}", i % 8), big(i))));
-    assert!(wait_until(10 * SEC, || w.watchers() == 0), "etcd dropped the watcher");
+    assert!(wait_until(10 * SEC, || w.watchers() == 0), "the poll was answered");
     svc.signal(libc::SIGCONT).unwrap();
     let want = etcd_config_in(&etcd, Store::V2);
     wait_json(&svc, CONFIG, &want);
     assert_eq!(served_revision(&svc), etcd.v2_index());
-    assert!(svc.log().contains("etcd stopped sending on the v2 watch stream"), "{}", svc.log());
-    assert!(wait_until(5 * SEC, || w.watchers() == 1), "watching again");
+    assert!(wait_until(5 * SEC, || w.watchers() == 1), "polling again");
     wait_revision(&svc, etcd.v2_put("/lain/config/vip", "192.168.77.241"));
 });

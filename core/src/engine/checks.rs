@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::drift::{DriftCheck, MirrorView};
 use super::Engine;
-use crate::etcd::{EtcdCheck, KeyListing};
+use crate::etcd::{EtcdCheck, EtcdIdentity, KeyListing};
 
 /// When the checks run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +54,26 @@ pub(super) struct Checks {
     pub last_compared: usize,
 }
 
+/// What a quorum check found ([`Engine::handle_quorum_check`]).
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuorumOutcome {
+    /// etcd has a quorum and continues the history the served state follows.
+    Continues,
+    /// etcd has a quorum, but its history is not the one the served state follows (its data
+    /// restored from a backup, or another cluster): end the watch; the next step reads
+    /// `/lain/` again, applied as a diff. `/healthz` says `stale` until the state is etcd's.
+    HistoryChanged {
+        /// What was found, for the log.
+        reason: String,
+    },
+    /// No quorum, or no answer: report it with [`Engine::handle_etcd_failure`].
+    Failed {
+        /// Why, for the log and `/healthz`.
+        reason: String,
+    },
+}
+
 /// What a key listing found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriftOutcome {
@@ -76,13 +96,16 @@ pub enum DriftOutcome {
 
 impl Engine {
     /// The next check to run beside the open watch, and when: a listing a held resume waits
-    /// for, at once; a key listing when the drift check is due; else a quorum check once the watch has been silent for the policy's
-    /// `quorum_after` since `last_message` (the watch's creation or its last message).
-    pub fn poll_etcd_check(&mut self, now: Instant, last_message: Instant) -> (Instant, EtcdCheck) {
+    /// for, at once; a key listing when the drift check is due; else a quorum check once the
+    /// watch has been silent for the policy's `quorum_after` (silence counts from the watch's
+    /// start or its last message, as handed to [`Engine::handle_watch_response`], and from
+    /// the last passed check).
+    pub fn poll_etcd_check(&mut self, now: Instant) -> (Instant, EtcdCheck) {
         if let Some(at_revision) = self.wanted_backfill() {
             return (now, EtcdCheck::Backfill { at_revision });
         }
         let policy = self.config.checks;
+        let last_message = self.etcd.last_message.unwrap_or(now);
         let silent_since = self
             .checks
             .quorum_ok_at
@@ -118,23 +141,75 @@ impl Engine {
         }
     }
 
-    /// The outcome of a quorum check. `Err` (etcd did not answer, or answered without a
-    /// quorum): report it with [`Engine::handle_etcd_failure`], which reconnects.
+    /// The outcome of a quorum check: what etcd said about itself, or why it failed. It
+    /// runs after every connect and after silence on the watch, so a reconnect (and a silent
+    /// watch) proves that etcd continues the history the served state follows: the same
+    /// cluster, at a revision not below one already seen. See [`QuorumOutcome`].
     pub fn handle_quorum_check(
         &mut self,
         now: Instant,
-        result: Result<(), String>,
-    ) -> Result<(), String> {
-        match result {
-            Ok(()) => {
-                self.checks.quorum_ok_at = Some(now);
-                Ok(())
-            }
+        result: Result<EtcdIdentity, String>,
+    ) -> QuorumOutcome {
+        let id = match result {
+            Ok(id) => id,
             Err(e) => {
                 self.checks.quorum_failures += 1;
-                Err(format!("no quorum: a linearizable read failed ({e})"))
+                return QuorumOutcome::Failed {
+                    reason: format!("no quorum: a linearizable read failed ({e})"),
+                };
             }
-        }
+        };
+        self.checks.quorum_ok_at = Some(now);
+        let Some(reason) = self.etcd.history_break(id, self.applied_revision()) else {
+            return QuorumOutcome::Continues;
+        };
+        self.etcd.handle_history_break(Some(id), reason.clone());
+        self.forget_history(now);
+        QuorumOutcome::HistoryChanged { reason }
+    }
+
+    /// The answer to [`crate::EtcdStep::ProveHistory`]: the revision etcd has `key` written
+    /// at as of the revision asked (`None`: etcd has no such key then), or why it could not
+    /// tell. The same revision proves the history served; anything else (or no answer) means
+    /// a re-read, applied as a diff — never a failure.
+    pub fn handle_history_proof(
+        &mut self,
+        now: Instant,
+        answer: Result<Option<i64>, String>,
+    ) -> QuorumOutcome {
+        let Some((key, revision)) = self.mirror.newest_put() else {
+            self.etcd.handle_proven();
+            return QuorumOutcome::Continues;
+        };
+        let reason = match answer {
+            Ok(Some(found)) if found == revision => {
+                self.etcd.handle_proven();
+                return QuorumOutcome::Continues;
+            }
+            Ok(Some(found)) => format!(
+                "etcd's history differs from the one served: {key} was written at revision \
+                 {revision}, etcd has it at {found} (restored from a backup?)"
+            ),
+            Ok(None) => format!(
+                "etcd's history differs from the one served: {key} was written at revision \
+                 {revision}, etcd has no such write (restored from a backup?)"
+            ),
+            Err(e) => format!(
+                "could not prove that etcd continues the history served ({key} at revision \
+                 {revision}: {e})"
+            ),
+        };
+        self.etcd.handle_history_break(None, reason.clone());
+        self.forget_history(now);
+        QuorumOutcome::HistoryChanged { reason }
+    }
+
+    /// The revisions applied so far are another history's: the next snapshot is compared by
+    /// value, and resumes from those revisions get a fresh `init`.
+    fn forget_history(&mut self, now: Instant) {
+        self.mirror.handle_store_switch();
+        self.history.clear();
+        self.release_held_resumes(now);
     }
 
     /// A listing of etcd's keys for the drift check (or why none came).
@@ -250,27 +325,49 @@ mod tests {
         }
     }
 
+    /// What etcd 3.4 answered a quorum check with, at `revision`.
+    fn etcd_at(revision: i64) -> EtcdIdentity {
+        EtcdIdentity {
+            revision,
+            cluster_id: Some(0x89e4_9d7f_8155_3f67),
+        }
+    }
+
+    /// A progress notification at `revision` (a message that changes nothing).
+    fn progress(revision: i64) -> WatchResponse {
+        WatchResponse {
+            header_revision: revision,
+            ..WatchResponse::default()
+        }
+    }
+
     #[test]
     fn a_silent_watch_is_quorum_checked_and_a_failed_check_makes_health_stale() {
         let t0 = Instant::now();
         let mut e = watching(policy(None), t0);
         let s = Duration::from_secs;
-        assert_eq!(e.poll_etcd_check(t0, t0), (t0 + s(10), EtcdCheck::Quorum));
+        assert_eq!(e.poll_etcd_check(t0), (t0 + s(10), EtcdCheck::Quorum));
+        let _ = e.handle_watch_response(t0 + s(5), progress(20));
         assert_eq!(
-            e.poll_etcd_check(t0 + s(7), t0 + s(5)),
+            e.poll_etcd_check(t0 + s(7)),
             (t0 + s(15), EtcdCheck::Quorum),
             "every message pushes the check back"
         );
         assert_eq!(e.etcd_check_timeout(EtcdCheck::Quorum), s(3));
-        assert_eq!(e.handle_quorum_check(t0 + s(15), Ok(())), Ok(()));
         assert_eq!(
-            e.poll_etcd_check(t0 + s(15), t0 + s(5)),
+            e.handle_quorum_check(t0 + s(15), Ok(etcd_at(20))),
+            QuorumOutcome::Continues
+        );
+        assert_eq!(
+            e.poll_etcd_check(t0 + s(15)),
             (t0 + s(25), EtcdCheck::Quorum),
             "a passed check counts as a message: the next one is a period later"
         );
         assert!(healthz(&mut e).contains(r#""status":"ok""#));
         let failed = e.handle_quorum_check(t0 + s(25), Err("timed out".into()));
-        let reason = failed.expect_err("a failed check is an etcd failure");
+        let QuorumOutcome::Failed { reason } = failed else {
+            panic!("a failed check is an etcd failure: {failed:?}");
+        };
         assert!(
             reason.contains("no quorum") && reason.contains("timed out"),
             "{reason}"
@@ -283,26 +380,201 @@ mod tests {
     }
 
     #[test]
+    fn etcd_restored_from_a_backup_is_noticed_by_its_lower_revision_and_read_again() {
+        let t0 = Instant::now();
+        let mut e = watching(policy(None), t0);
+        assert_eq!(
+            e.handle_quorum_check(t0, Ok(etcd_at(25))),
+            QuorumOutcome::Continues
+        );
+        // etcd comes back from a copy of its data dir taken at revision 12: same cluster.
+        let outcome = e.handle_quorum_check(t0, Ok(etcd_at(12)));
+        let QuorumOutcome::HistoryChanged { reason } = outcome else {
+            panic!("a history that went back must be read again: {outcome:?}");
+        };
+        assert!(reason.contains("went back"), "{reason}");
+        let health = healthz(&mut e);
+        assert!(
+            health.contains(r#""status":"stale""#),
+            "not ok before the state is etcd's again: {health}"
+        );
+        assert_eq!(e.poll_etcd(t0), EtcdStep::ReadSnapshot { store: Store::V3 });
+        // The restored etcd holds VIP at revision 4 with another value, and no DOMAIN.
+        e.handle_snapshot(
+            t0,
+            Snapshot {
+                revision: 12,
+                kvs: vec![KeyValue {
+                    key: VIP.into(),
+                    value: b"\"restored\"".to_vec(),
+                    mod_revision: 4,
+                }],
+            },
+        );
+        assert_eq!(
+            e.applied_revision(),
+            Some(12),
+            "etcd's revision, though lower"
+        );
+        assert!(
+            matches!(
+                e.poll_etcd(t0),
+                EtcdStep::Watch {
+                    start_revision: 13,
+                    ..
+                }
+            ),
+            "watched from the restored history"
+        );
+        let _ = e.handle_watch_response(
+            t0,
+            WatchResponse {
+                created: true,
+                header_revision: 12,
+                ..WatchResponse::default()
+            },
+        );
+        assert!(healthz(&mut e).contains(r#""status":"ok""#));
+        assert_eq!(e.etcd.history_resets, 1);
+        assert_eq!(
+            e.handle_quorum_check(t0, Ok(etcd_at(12))),
+            QuorumOutcome::Continues,
+            "the restored history is the one followed now"
+        );
+    }
+
+    #[test]
+    fn a_restored_etcd_that_took_more_writes_than_it_lost_is_caught_by_the_reconnects_proof() {
+        let t0 = Instant::now();
+        let mut e = watching(policy(None), t0);
+        let put = WatchResponse {
+            events: vec![crate::WatchEvent::Put(KeyValue {
+                key: VIP.into(),
+                value: b"\"y\"".to_vec(),
+                mod_revision: 21,
+            })],
+            last_event_revision: Some(21),
+            ..WatchResponse::default()
+        };
+        let _ = e.handle_watch_response(t0, put);
+        // A clean reconnect: etcd has VIP written at 21, as served.
+        let delay = e.handle_etcd_failure(t0, "connection reset".into());
+        let t1 = t0 + delay;
+        assert!(matches!(e.poll_etcd(t1), EtcdStep::Connect { .. }));
+        e.handle_etcd_connected(t1);
+        let prove = EtcdStep::ProveHistory {
+            store: Store::V3,
+            key: VIP.into(),
+            revision: 21,
+        };
+        assert_eq!(e.poll_etcd(t1), prove);
+        assert_eq!(
+            e.handle_history_proof(t1, Ok(Some(21))),
+            QuorumOutcome::Continues
+        );
+        assert!(matches!(
+            e.poll_etcd(t1),
+            EtcdStep::Watch {
+                start_revision: 22,
+                ..
+            }
+        ));
+        // etcd restored from a copy taken at 20, then written to 30: same cluster, a higher
+        // revision than lainlet's, and VIP last written at 26 in that history.
+        let delay = e.handle_etcd_failure(t1, "connection reset".into());
+        let t2 = t1 + delay;
+        assert!(matches!(e.poll_etcd(t2), EtcdStep::Connect { .. }));
+        e.handle_etcd_connected(t2);
+        assert_eq!(
+            e.handle_quorum_check(t2, Ok(etcd_at(30))),
+            QuorumOutcome::Continues,
+            "the revision alone cannot tell"
+        );
+        assert_eq!(e.poll_etcd(t2), prove);
+        let outcome = e.handle_history_proof(t2, Ok(Some(26)));
+        assert!(
+            matches!(&outcome, QuorumOutcome::HistoryChanged { reason } if reason.contains("26")),
+            "{outcome:?}"
+        );
+        assert!(healthz(&mut e).contains(r#""status":"stale""#));
+        assert_eq!(e.poll_etcd(t2), EtcdStep::ReadSnapshot { store: Store::V3 });
+        // No answer is no proof: a re-read too, never a failure.
+        let mut other = watching(policy(None), t0);
+        let delay = other.handle_etcd_failure(t0, "gone".into());
+        other.poll_etcd(t0 + delay);
+        other.handle_etcd_connected(t0 + delay);
+        assert!(matches!(
+            other.poll_etcd(t0 + delay),
+            EtcdStep::ProveHistory { revision: 5, .. }
+        ));
+        assert!(matches!(
+            other.handle_history_proof(t0 + delay, Err("compacted".into())),
+            QuorumOutcome::HistoryChanged { .. }
+        ));
+        assert_eq!(
+            other.poll_etcd(t0 + delay),
+            EtcdStep::ReadSnapshot { store: Store::V3 }
+        );
+    }
+
+    #[test]
+    fn another_cluster_behind_the_same_address_is_read_again() {
+        let t0 = Instant::now();
+        let mut e = watching(policy(None), t0);
+        assert_eq!(
+            e.handle_quorum_check(t0, Ok(etcd_at(20))),
+            QuorumOutcome::Continues
+        );
+        // `etcdctl snapshot restore` makes a new cluster, here even at a higher revision.
+        let other = EtcdIdentity {
+            revision: 40,
+            cluster_id: Some(0x1234),
+        };
+        let outcome = e.handle_quorum_check(t0, Ok(other));
+        assert!(
+            matches!(&outcome, QuorumOutcome::HistoryChanged { reason } if reason.contains("1234")),
+            "{outcome:?}"
+        );
+        assert_eq!(e.poll_etcd(t0), EtcdStep::ReadSnapshot { store: Store::V3 });
+        let unknown = EtcdIdentity {
+            revision: 40,
+            cluster_id: None,
+        };
+        assert_eq!(
+            e.handle_quorum_check(t0, Ok(unknown)),
+            QuorumOutcome::Continues,
+            "an answer without a cluster ID proves what it can: the revision"
+        );
+    }
+
+    #[test]
     fn the_drift_check_comes_every_period_instead_of_a_quorum_check() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut e = watching(policy(Some(60)), t0);
-        assert_eq!(e.poll_etcd_check(t0, t0), (t0 + s(10), EtcdCheck::Quorum));
+        let mut quick = watching(policy(Some(60)), t0);
+        assert_eq!(
+            quick.poll_etcd_check(t0),
+            (t0 + s(10), EtcdCheck::Quorum),
+            "a quorum check due before the listing comes first"
+        );
+        // Quorum checks far off: the next check is the listing, 75–125 % of a period away.
+        let mut e = watching(
+            CheckPolicy {
+                quorum_after: s(100_000),
+                ..policy(Some(60))
+            },
+            t0,
+        );
         let keys = EtcdCheck::Keys { at_revision: 20 };
         let spread = |from: Instant| from + s(45)..=from + s(75);
-        // Quorum checks far off: the next check is the listing, 75–125 % of a period away.
         let due = |e: &mut Engine, now: Instant| {
-            let (at, check) = e.poll_etcd_check(now, now + s(1000));
+            let (at, check) = e.poll_etcd_check(now);
             assert_eq!(check, keys);
             at
         };
         let first = due(&mut e, t0);
         assert!(spread(t0).contains(&first), "{:?}", first - t0);
         assert_eq!(due(&mut e, t0 + s(30)), first, "polling does not move it");
-        assert_eq!(
-            e.poll_etcd_check(first - s(20), first - s(20)).1,
-            EtcdCheck::Quorum
-        );
         assert_eq!(e.etcd_check_timeout(keys), s(30));
         let outcome = e.handle_key_listing(first, Ok(listing(20, &[(VIP, 4), (DOMAIN, 5)])));
         assert_eq!(outcome, DriftOutcome::Consistent { compared: 2 });
@@ -361,13 +633,13 @@ mod tests {
         let t0 = Instant::now();
         let mut off = watching(policy(None), t0);
         let late = t0 + Duration::from_secs(100_000);
-        assert_eq!(off.poll_etcd_check(late, late).1, EtcdCheck::Quorum);
+        assert_eq!(off.poll_etcd_check(late).1, EtcdCheck::Quorum);
         let mut empty = Engine::new(EngineConfig {
             checks: policy(Some(1)),
             ..EngineConfig::default()
         });
-        assert_eq!(empty.poll_etcd_check(t0, t0).1, EtcdCheck::Quorum);
-        assert_eq!(empty.poll_etcd_check(late, late).1, EtcdCheck::Quorum);
+        assert_eq!(empty.poll_etcd_check(t0).1, EtcdCheck::Quorum);
+        assert_eq!(empty.poll_etcd_check(late).1, EtcdCheck::Quorum);
         let outcome = empty.handle_key_listing(late, Ok(listing(5, &[(VIP, 1)])));
         assert!(
             matches!(outcome, DriftOutcome::Skipped { .. }),

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::Engine;
 use crate::etcd::{
-    choose_store, EtcdApi, EtcdStep, EtcdSync, Jitter, NoStore, Probe, Store, StoreChoice,
-    WatchOutcome, WatchResponse,
+    choose_store, EtcdApi, EtcdIdentity, EtcdStep, EtcdSync, Jitter, NoStore, Probe, Store,
+    StoreChoice, WatchOutcome, WatchResponse,
 };
 
 /// The state of the etcd connection (`/healthz`, `/debug`, `/metrics`).
@@ -71,6 +71,16 @@ pub(super) struct EtcdLink {
     pub(super) foreign_events: u64,
     /// History losses since the last event applied (a storm of them backs off).
     lost_in_a_row: u32,
+    /// The cluster ID of the etcd whose history the served state follows (from the quorum
+    /// checks; `None` until one said).
+    pub(super) cluster_id: Option<u64>,
+    /// Times etcd's history was found to have gone back or changed cluster (each followed by
+    /// a fresh snapshot, applied as a diff).
+    pub(super) history_resets: u64,
+    /// When the watch last delivered a message, or started: silence is counted from it.
+    pub(super) last_message: Option<Instant>,
+    /// The watch's start was reported ([`WatchOutcome::Created`]) since the last failure.
+    announced: bool,
 }
 
 /// History losses in a row (each followed by a fresh snapshot and no event) after which the
@@ -111,7 +121,57 @@ impl EtcdLink {
             history_lost: 0,
             foreign_events: 0,
             lost_in_a_row: 0,
+            cluster_id: None,
+            history_resets: 0,
+            last_message: None,
+            announced: false,
         }
+    }
+
+    /// Whether the etcd that answered a quorum check with `id` continues the history the
+    /// served state follows (`applied`: its revision): `Some(why not)` when it answers as
+    /// another cluster, or at a revision below one already seen (its data restored from a
+    /// backup). A linearizable read is answered at or past every revision committed before
+    /// it, by any member, so a lower one cannot be a lagging member.
+    pub(super) fn history_break(
+        &mut self,
+        id: EtcdIdentity,
+        applied: Option<i64>,
+    ) -> Option<String> {
+        if let (Some(known), Some(new)) = (self.cluster_id, id.cluster_id) {
+            if known != new {
+                return Some(format!(
+                    "etcd answers as cluster {new:x}, but the state served came from cluster \
+                     {known:x} (restored from a snapshot, or another cluster)"
+                ));
+            }
+        }
+        self.cluster_id = id.cluster_id.or(self.cluster_id);
+        let seen = self.etcd_revision.max(applied.unwrap_or(0));
+        if id.revision > 0 && id.revision < seen {
+            return Some(format!(
+                "etcd is at revision {} but lainlet has seen revision {seen}: its history \
+                 went back (restored from a backup?)",
+                id.revision
+            ));
+        }
+        self.etcd_revision = self.etcd_revision.max(id.revision);
+        None
+    }
+
+    /// etcd's history is not the one applied (see [`EtcdLink::history_break`]; `id`: what
+    /// its quorum check said, if that told): its state is read again, and until then
+    /// `/healthz` says `stale`.
+    pub(super) fn handle_history_break(&mut self, id: Option<EtcdIdentity>, reason: String) {
+        self.history_resets += 1;
+        // What the next quorum check says is the history followed from now on.
+        self.etcd_revision = id.map_or(0, |id| id.revision);
+        if let Some(id) = id {
+            self.cluster_id = id.cluster_id;
+        }
+        self.status = EtcdStatus::Disconnected { reason };
+        self.announced = false;
+        self.sync.handle_compacted();
     }
 
     pub(super) fn handle_snapshot(&mut self) {
@@ -125,6 +185,11 @@ impl EtcdLink {
     /// A check found the mirror out of step: the next step reads a snapshot (a diff).
     pub(super) fn request_snapshot(&mut self) {
         self.sync.handle_compacted();
+    }
+
+    /// The history served was proven to be etcd's.
+    pub(super) fn handle_proven(&mut self) {
+        self.sync.handle_proven();
     }
 
     /// A number in `[0, 1)` from the jitter source (spreads the checks of many nodes).
@@ -142,12 +207,16 @@ impl Engine {
     /// What to do next for etcd (see [`EtcdStep`]). While a watch is being read, ask again
     /// only after it ended.
     pub fn poll_etcd(&mut self, now: Instant) -> EtcdStep {
-        let step =
-            self.etcd
-                .sync
-                .next_step(now, self.mirror.applied_revision(), self.etcd.etcd_revision);
-        if let EtcdStep::Connect { endpoint, .. } = step {
-            self.etcd.endpoint = Some(endpoint);
+        let step = self.etcd.sync.next_step(
+            now,
+            self.mirror.applied_revision(),
+            self.etcd.etcd_revision,
+            self.mirror.newest_put(),
+        );
+        match step {
+            EtcdStep::Connect { endpoint, .. } => self.etcd.endpoint = Some(endpoint),
+            EtcdStep::Watch { .. } => self.etcd.last_message = Some(now),
+            _ => {}
         }
         step
     }
@@ -214,12 +283,14 @@ impl Engine {
     /// progress: a watch resumed from it could skip events. Events about keys outside
     /// `/lain/` are ignored and counted.
     pub fn handle_watch_response(&mut self, now: Instant, response: WatchResponse) -> WatchOutcome {
+        self.etcd.last_message = Some(now);
         let newest = response
             .header_revision
             .max(response.last_event_revision.unwrap_or(0));
         self.etcd.etcd_revision = self.etcd.etcd_revision.max(newest);
         let start_revision = self.mirror.applied_revision().map_or(0, |r| r + 1);
         if response.compact_revision > 0 {
+            self.etcd.announced = false;
             self.etcd.history_lost += 1;
             self.etcd.lost_in_a_row += 1;
             self.etcd.sync.handle_compacted();
@@ -245,6 +316,9 @@ impl Engine {
         if response.created {
             self.etcd.sync.handle_watching();
             self.etcd.status = EtcdStatus::Watching;
+            if std::mem::replace(&mut self.etcd.announced, true) {
+                return WatchOutcome::Applied;
+            }
             return WatchOutcome::Created { start_revision };
         }
         let progress = match (response.last_event_revision, response.last) {
@@ -275,6 +349,7 @@ impl Engine {
             self.etcd.disconnects += 1;
         }
         self.etcd.status = EtcdStatus::Disconnected { reason };
+        self.etcd.announced = false;
         // Resumes waiting for etcd's history get a fresh `init` instead.
         self.release_held_resumes(now);
         let jitter = self.etcd.jitter.unit();
@@ -334,6 +409,15 @@ mod tests {
             start_revision,
             in_history,
             until: None,
+        }
+    }
+
+    fn long_poll(now: Instant, start_revision: i64, in_history: bool) -> EtcdStep {
+        EtcdStep::Watch {
+            store: Store::V2,
+            start_revision,
+            in_history,
+            until: Some(now + crate::V2_LONG_POLL_RENEW),
         }
     }
 
@@ -424,7 +508,7 @@ mod tests {
     fn a_v2_answer_from_history_ends_the_watch_and_the_next_one_starts_in_history() {
         let now = Instant::now();
         let mut e = engine_with(Store::V2, 10, vec![]);
-        assert_eq!(e.poll_etcd(now), watch(Store::V2, 11, false));
+        assert_eq!(e.poll_etcd(now), long_poll(now, 11, false));
         let head = WatchResponse {
             created: true,
             header_revision: 27,
@@ -440,11 +524,7 @@ mod tests {
         };
         assert_eq!(e.handle_watch_response(now, hit), WatchOutcome::Ended);
         assert_eq!(e.applied_revision(), Some(12));
-        assert_eq!(
-            e.poll_etcd(now),
-            watch(Store::V2, 13, true),
-            "etcd is at 27"
-        );
+        assert_eq!(e.poll_etcd(now), long_poll(now, 13, true), "etcd is at 27");
         let ended = WatchResponse {
             header_revision: 27,
             last: true,

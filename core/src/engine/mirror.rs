@@ -96,6 +96,8 @@ pub struct Mirror {
     /// The next snapshot comes from the other store: compare values, not revisions (the two
     /// stores count revisions independently).
     compare_values: bool,
+    /// The newest put applied: its key and revision (what a reconnect proves etcd still has).
+    newest_put: Option<(String, i64)>,
 }
 
 /// What the mirror reports about itself (`/metrics`).
@@ -163,6 +165,7 @@ impl Mirror {
         let Some((source, cache_key)) = classify(&kv.key) else {
             return;
         };
+        self.note_put(&kv.key, kv.mod_revision);
         let fingerprint = fingerprint(&kv.value);
         let mark = changes.len();
         let mut touched = Vec::new();
@@ -303,6 +306,9 @@ impl Mirror {
             self.delete(now, state, &key, snapshot.revision, changes);
         }
         let mut kvs = snapshot.kvs;
+        if let Some(newest) = kvs.iter().max_by_key(|kv| kv.mod_revision) {
+            self.note_put(&newest.key, newest.mod_revision);
+        }
         kvs.sort_by(|a, b| a.key.cmp(&b.key));
         let compare_values = std::mem::take(&mut self.compare_values);
         // The first snapshot is no event: `/debug` shows zero values until the first one, as
@@ -352,10 +358,24 @@ impl Mirror {
         }
     }
 
-    /// The store read changes: the next snapshot is compared by value (an identical value
-    /// changes nothing), since its revisions are counted by the other store.
+    /// The store read changes, or etcd's history is another one (restored from a backup):
+    /// the next snapshot is compared by value (an identical value changes nothing), since
+    /// the revisions applied so far belong to the other history.
     pub fn handle_store_switch(&mut self) {
         self.compare_values = true;
+        self.newest_put = None;
+    }
+
+    /// The newest put applied, as (key, revision): etcd continues the history served only if
+    /// it has that key written at that revision.
+    pub fn newest_put(&self) -> Option<(&str, i64)> {
+        self.newest_put.as_ref().map(|(k, r)| (k.as_str(), *r))
+    }
+
+    fn note_put(&mut self, key: &str, revision: i64) {
+        if self.newest_put.as_ref().is_none_or(|(_, r)| revision >= *r) {
+            self.newest_put = Some((key.to_owned(), revision));
+        }
     }
 
     fn record(

@@ -22,7 +22,7 @@ mod version;
 mod views;
 
 pub use backfill::BackfillOutcome;
-pub use checks::{CheckPolicy, DriftOutcome};
+pub use checks::{CheckPolicy, DriftOutcome, QuorumOutcome};
 pub use diff::apply as apply_patch;
 pub use etcd::{EtcdStatus, StoreDecision};
 pub use history::HistoryWindow;

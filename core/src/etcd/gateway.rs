@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{CodecError, KeyListing, Probe, WatchResponse, PREFIX};
+use super::{CodecError, EtcdIdentity, KeyListing, Probe, WatchResponse, PREFIX};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 /// The end of the `/lain/` prefix range (`/lain/` with its last byte incremented).
@@ -81,10 +81,14 @@ pub fn parse_keys(answer: &[u8], revision: i64) -> Result<KeyListing, CodecError
 }
 
 /// Whether a [`keys_probe_request`] answer with HTTP `status` shows a member with a quorum
-/// (a linearizable read succeeded); the error says why not.
-pub fn parse_quorum(status: u16, answer: &[u8]) -> Result<(), String> {
+/// (a linearizable read succeeded), and then its header's revision and cluster ID; the error
+/// says why not.
+pub fn parse_quorum(status: u16, answer: &[u8]) -> Result<EtcdIdentity, String> {
     match (status, parse(answer)) {
-        (200, Ok(v)) if v["header"].is_object() => Ok(()),
+        (200, Ok(v)) if v["header"].is_object() => Ok(EtcdIdentity {
+            revision: int(&v["header"]["revision"]),
+            cluster_id: uint(&v["header"]["cluster_id"]).filter(|id| *id != 0),
+        }),
         (200, _) => Err("an unexpected answer to /v3/kv/range".to_owned()),
         (status, Ok(v)) => Err(format!(
             "HTTP {status}: {}",
@@ -105,6 +109,30 @@ pub fn watch_request(start_revision: i64) -> Vec<u8> {
     }})
     .to_string()
     .into_bytes()
+}
+
+/// The body of `POST /v3/kv/range` asking for `key` as of `revision` (`None`: now), keys
+/// only: the history proof of a reconnect ([`crate::EtcdStep::ProveHistory`]).
+pub fn proof_request(key: &str, revision: Option<i64>) -> Vec<u8> {
+    let mut body = json!({ "key": B64.encode(key), "keys_only": true });
+    if let Some(revision) = revision {
+        body["revision"] = json!(revision.to_string());
+    }
+    body.to_string().into_bytes()
+}
+
+/// A [`proof_request`] answer: the `mod_revision` of the key as of the revision asked, `None`
+/// if etcd had no such key then; an error for anything else (a compacted revision, say).
+pub fn parse_proof(status: u16, answer: &[u8]) -> Result<Option<i64>, CodecError> {
+    let v = parse(answer)?;
+    if status != 200 || !v["header"].is_object() {
+        let message = v["message"].as_str().or(v["error"].as_str()).unwrap_or("?");
+        return Err(CodecError::Etcd(format!("HTTP {status}: {message}")));
+    }
+    Ok(v["kvs"]
+        .as_array()
+        .and_then(|kvs| kvs.first())
+        .map(|kv| int(&kv["mod_revision"])))
 }
 
 /// The body of `POST /v3/auth/authenticate`.
@@ -199,6 +227,14 @@ fn key_value(kv: &Value) -> Result<Option<KeyValue>, CodecError> {
 }
 
 /// An int64 field (sent as a JSON string; omitted when zero).
+/// A `uint64` of the gateway's JSON (a decimal string), if it is one.
+fn uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        v => v.as_u64(),
+    }
+}
+
 fn int(v: &Value) -> i64 {
     match v {
         Value::String(s) => s.parse().unwrap_or(0),
@@ -318,8 +354,48 @@ mod tests {
     }
 
     #[test]
+    fn a_history_proof_asks_for_one_key_at_a_revision_and_reads_its_mod_revision() {
+        let body: Value =
+            serde_json::from_slice(&proof_request("/lain/config/vip", Some(2))).unwrap();
+        assert_eq!(
+            body,
+            json!({"key": "L2xhaW4vY29uZmlnL3ZpcA==", "keys_only": true, "revision": "2"})
+        );
+        assert!(!String::from_utf8(proof_request("/lain/x", None))
+            .unwrap()
+            .contains("revision"));
+        // etcd 3.4's answer for /lain/config/vip, put at revision 2, as recorded.
+        let (status, answer) = recorded_body(include_bytes!("recorded/v3_probe_keys.http"));
+        assert_eq!(parse_proof(status, answer), Ok(Some(2)));
+        let (status, empty) = recorded_body(include_bytes!("recorded/v3_probe_empty.http"));
+        assert_eq!(parse_proof(status, empty), Ok(None), "no such key then");
+        let compacted = br#"{"error":"etcdserver: mvcc: required revision has been compacted","code":11,"message":"etcdserver: mvcc: required revision has been compacted"}"#;
+        assert!(matches!(
+            parse_proof(400, compacted),
+            Err(CodecError::Etcd(m)) if m.contains("compacted")
+        ));
+        assert!(parse_proof(200, b"<html>").is_err());
+    }
+
+    #[test]
     fn a_quorum_check_passes_on_a_header_and_fails_on_etcds_errors() {
-        assert_eq!(parse_quorum(200, br#"{"header":{"revision":"3"}}"#), Ok(()));
+        // etcd 3.4's answer, as recorded: the header's uint64s are decimal strings.
+        let (status, body) = recorded_body(include_bytes!("recorded/v3_probe_keys.http"));
+        assert_eq!(
+            parse_quorum(status, body),
+            Ok(EtcdIdentity {
+                revision: 2,
+                cluster_id: Some(9936239848842411879)
+            })
+        );
+        assert_eq!(
+            parse_quorum(200, br#"{"header":{"revision":"3"}}"#),
+            Ok(EtcdIdentity {
+                revision: 3,
+                cluster_id: None
+            }),
+            "a header without a cluster ID still shows a quorum"
+        );
         let timed_out = br#"{"error":"etcdserver: request timed out","code":14,"message":"etcdserver: request timed out"}"#;
         assert_eq!(
             parse_quorum(503, timed_out),

@@ -12,12 +12,37 @@ mod sync;
 pub mod v2;
 
 pub use store::{choose_store, EtcdApi, NoStore, Probe, Store, StoreChoice};
-pub use sync::{BackoffPolicy, EtcdStep, EtcdSync};
+pub use sync::{BackoffPolicy, EtcdStep, EtcdSync, V2_LONG_POLL_RENEW};
+
+use std::time::Duration;
 
 use crate::input::WatchEvent;
 
 /// The prefix lainlet reads and watches.
 pub const PREFIX: &str = "/lain/";
+
+/// Time limit of a request to etcd that should answer promptly (a snapshot or key listing,
+/// a watch's start); a shell gives up on it then and reports the failure.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time limit of a store probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest answer from etcd read whole (a big cluster's snapshot is one answer); a larger one
+/// is refused as an error.
+pub const MAX_ANSWER: usize = 512 << 20;
+
+/// What a quorum read says about the etcd that answered it: where its history is and which
+/// cluster it belongs to. The engine compares it with the history it applied
+/// ([`crate::Engine::handle_quorum_check`]): a lower revision or another cluster ID means
+/// etcd's history went back (restored from a backup) and the state is read again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EtcdIdentity {
+    /// The store revision (v2: `X-Etcd-Index`) when it answered; 0 if it did not say.
+    pub revision: i64,
+    /// etcd's cluster ID, if it said (v2: `X-Etcd-Cluster-Id`; v3: the response header's).
+    pub cluster_id: Option<u64>,
+}
 
 /// The keys under [`PREFIX`] a store holds, without values, at one revision (for the drift
 /// check).
@@ -103,7 +128,9 @@ pub struct WatchResponse {
 /// What a shell does after handing a watch message to [`crate::Engine::handle_watch_response`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchOutcome {
-    /// The watch is established (log it); keep reading.
+    /// The watch is established (log it): the first `created` reply since the connection was
+    /// made or lost its history (later ones, e.g. of each v2 long poll, are
+    /// [`WatchOutcome::Applied`]); keep reading.
     Created {
         /// The first revision it delivers.
         start_revision: i64,

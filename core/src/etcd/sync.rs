@@ -24,10 +24,12 @@ pub struct BackoffPolicy {
 }
 
 impl Default for BackoffPolicy {
+    /// 200 ms, doubling up to 2 s (1–2 s with jitter): a retry costs etcd one small quorum
+    /// read, and etcd back from an outage (or a restore) is followed again within 2 s.
     fn default() -> Self {
         BackoffPolicy {
             initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
+            max: Duration::from_secs(2),
         }
     }
 }
@@ -47,8 +49,14 @@ impl BackoffPolicy {
 /// this is an upper bound of the events to fetch).
 pub const V2_CATCH_UP: i64 = 256;
 
+/// Longest a v2 long poll is left waiting: then it is dropped and asked again from the same
+/// index (nothing is lost: etcd keeps its last 1000 events). A proxy between lainlet and the
+/// member (LAIN's `etcd --proxy on`) can lose its own connection to the member without
+/// lainlet's connection noticing; a renewed poll cannot stay deaf for longer than this.
+pub const V2_LONG_POLL_RENEW: Duration = Duration::from_secs(60);
+
 /// What the shell should do next for etcd.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EtcdStep {
     /// Nothing until `until` (backing off after a failure).
     Wait {
@@ -67,6 +75,19 @@ pub enum EtcdStep {
     /// Ask both stores whether they hold keys under `/lain/` (one cheap read each) and hand
     /// the answers to [`crate::Engine::handle_store_probe`].
     Probe,
+    /// After a reconnect, prove that etcd continues the history served: ask `store` at which
+    /// revision `key` (the newest put applied) was written, as of `revision` (its revision in
+    /// the history served), and hand the answer to [`crate::Engine::handle_history_proof`].
+    /// A restored etcd that has already taken more writes than it lost is at a revision as
+    /// high as lainlet's, with another history: only this tells.
+    ProveHistory {
+        /// The store to ask.
+        store: Store,
+        /// The key of the newest put applied.
+        key: String,
+        /// Its revision in the history served.
+        revision: i64,
+    },
     /// Read every key under `/lain/` of `store` and hand it to
     /// [`crate::Engine::handle_snapshot`].
     ReadSnapshot {
@@ -81,11 +102,11 @@ pub enum EtcdStep {
         /// The first revision to receive.
         start_revision: i64,
         /// etcd already reported a revision at or past `start_revision`: the watch starts in
-        /// its history (v2 then answers one event at a time; see
-        /// [`crate::v2::watch_path`]).
+        /// its history (catching up; logged more quietly).
         in_history: bool,
         /// End the watch at this time, if it still runs, and ask again (the store choice is
-        /// provisional and is checked again then).
+        /// provisional and is checked again then; a v2 long poll is renewed, see
+        /// [`V2_LONG_POLL_RENEW`]).
         until: Option<Instant>,
     },
 }
@@ -114,6 +135,9 @@ pub struct EtcdSync {
     reprobe: Duration,
     /// When a provisional choice is checked again.
     reprobe_at: Option<Instant>,
+    /// The connection was lost since the history served was last proven: the next one
+    /// proves it ([`EtcdStep::ProveHistory`]) before watching.
+    unproven: bool,
 }
 
 impl EtcdSync {
@@ -135,6 +159,7 @@ impl EtcdSync {
             },
             reprobe,
             reprobe_at: None,
+            unproven: false,
         }
     }
 
@@ -149,13 +174,15 @@ impl EtcdSync {
     }
 
     /// The next step, given the revision the served state reflects (`None` before the first
-    /// snapshot) and the newest revision etcd has reported (0 if none). While watching, the
-    /// shell is busy reading the watch and need not ask.
+    /// snapshot), the newest revision etcd has reported (0 if none) and the newest put
+    /// applied (key, revision). While watching, the shell is busy reading the watch and need
+    /// not ask.
     pub fn next_step(
         &mut self,
         now: Instant,
         applied: Option<i64>,
         etcd_revision: i64,
+        newest_put: Option<(&str, i64)>,
     ) -> EtcdStep {
         if let Some(until) = self.retry_at {
             if now < until {
@@ -181,13 +208,30 @@ impl EtcdSync {
             {
                 EtcdStep::ReadSnapshot { store }
             }
-            Some(revision) if !self.need_snapshot => {
+            Some(_) if self.need_snapshot => EtcdStep::ReadSnapshot { store },
+            Some(_) if self.unproven && newest_put.is_some() => {
+                let (key, revision) = newest_put.unwrap_or_default();
+                EtcdStep::ProveHistory {
+                    store,
+                    key: key.to_owned(),
+                    revision,
+                }
+            }
+            Some(revision) => {
                 let start_revision = revision.saturating_add(1);
+                let renew = match store {
+                    Store::V2 => now.checked_add(V2_LONG_POLL_RENEW),
+                    Store::V3 => None,
+                };
+                let until = match (self.reprobe_at, renew) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 EtcdStep::Watch {
                     store,
                     start_revision,
                     in_history: start_revision <= etcd_revision,
-                    until: self.reprobe_at,
+                    until,
                 }
             }
             _ => EtcdStep::ReadSnapshot { store },
@@ -218,9 +262,15 @@ impl EtcdSync {
         self.phase = Phase::Connected;
     }
 
-    /// A snapshot was applied.
+    /// A snapshot was applied (it is etcd's history: nothing left to prove).
     pub fn handle_snapshot(&mut self) {
         self.need_snapshot = false;
+        self.unproven = false;
+    }
+
+    /// The history served was proven to be etcd's ([`EtcdStep::ProveHistory`]).
+    pub fn handle_proven(&mut self) {
+        self.unproven = false;
     }
 
     /// The watch is established: failures so far are forgiven.
@@ -241,6 +291,7 @@ impl EtcdSync {
     /// `jitter` ∈ `[0, 1)` spreads the retries of many nodes ([`Jitter::unit`]). Returns the
     /// back-off delay.
     pub fn handle_failure(&mut self, now: Instant, jitter: f64) -> Duration {
+        self.unproven = true;
         self.failures = self.failures.saturating_add(1);
         self.phase = Phase::Disconnected;
         self.current = (self.current + 1) % self.endpoints;
@@ -274,6 +325,16 @@ mod tests {
         }
     }
 
+    /// A v2 long poll asked for at `now`: renewed after [`V2_LONG_POLL_RENEW`].
+    fn long_poll(now: Instant, start_revision: i64, in_history: bool) -> EtcdStep {
+        EtcdStep::Watch {
+            store: Store::V2,
+            start_revision,
+            in_history,
+            until: Some(now + V2_LONG_POLL_RENEW),
+        }
+    }
+
     fn choice(store: Store, settled: bool) -> StoreChoice {
         StoreChoice {
             store,
@@ -290,14 +351,14 @@ mod tests {
             endpoint: 0,
             store: Some(V3),
         };
-        assert_eq!(s.next_step(now, None, 0), connect);
+        assert_eq!(s.next_step(now, None, 0, None), connect);
         s.handle_connected();
         assert_eq!(
-            s.next_step(now, None, 0),
+            s.next_step(now, None, 0, None),
             EtcdStep::ReadSnapshot { store: V3 }
         );
         s.handle_snapshot();
-        assert_eq!(s.next_step(now, Some(41), 41), watch(V3, 42, false));
+        assert_eq!(s.next_step(now, Some(41), 41, None), watch(V3, 42, false));
         s.handle_watching();
     }
 
@@ -307,9 +368,18 @@ mod tests {
         let mut s = sync(1, EtcdApi::Only(Store::V2));
         s.handle_connected();
         s.handle_snapshot();
-        assert_eq!(s.next_step(now, Some(41), 50), watch(Store::V2, 42, true));
-        assert_eq!(s.next_step(now, Some(49), 50), watch(Store::V2, 50, true));
-        assert_eq!(s.next_step(now, Some(50), 50), watch(Store::V2, 51, false));
+        assert_eq!(
+            s.next_step(now, Some(41), 50, None),
+            long_poll(now, 42, true)
+        );
+        assert_eq!(
+            s.next_step(now, Some(49), 50, None),
+            long_poll(now, 50, true)
+        );
+        assert_eq!(
+            s.next_step(now, Some(50), 50, None),
+            long_poll(now, 51, false)
+        );
     }
 
     #[test]
@@ -320,18 +390,18 @@ mod tests {
         s.handle_snapshot();
         let far = 100 + V2_CATCH_UP + 1;
         assert_eq!(
-            s.next_step(now, Some(100), far),
+            s.next_step(now, Some(100), far, None),
             EtcdStep::ReadSnapshot { store: Store::V2 }
         );
         assert_eq!(
-            s.next_step(now, Some(100), far - 1),
-            watch(Store::V2, 101, true)
+            s.next_step(now, Some(100), far - 1, None),
+            long_poll(now, 101, true)
         );
         let mut v3 = sync(1, EtcdApi::Only(V3));
         v3.handle_connected();
         v3.handle_snapshot();
         assert_eq!(
-            v3.next_step(now, Some(100), far),
+            v3.next_step(now, Some(100), far, None),
             watch(V3, 101, true),
             "v3 streams its history"
         );
@@ -345,16 +415,16 @@ mod tests {
             endpoint: 0,
             store: None,
         };
-        assert_eq!(s.next_step(now, None, 0), both);
+        assert_eq!(s.next_step(now, None, 0, None), both);
         s.handle_connected();
-        assert_eq!(s.next_step(now, None, 0), EtcdStep::Probe);
+        assert_eq!(s.next_step(now, None, 0, None), EtcdStep::Probe);
         assert!(!s.handle_store_choice(now, &choice(Store::V2, true)));
         assert_eq!(
-            s.next_step(now, None, 0),
+            s.next_step(now, None, 0, None),
             EtcdStep::ReadSnapshot { store: Store::V2 }
         );
         s.handle_snapshot();
-        assert_eq!(s.next_step(now, Some(5), 5), watch(Store::V2, 6, false));
+        assert_eq!(s.next_step(now, Some(5), 5, None), long_poll(now, 6, false));
         s.handle_failure(now, 0.0);
         let later = now + Duration::from_secs(1);
         let settled = EtcdStep::Connect {
@@ -362,14 +432,14 @@ mod tests {
             store: Some(Store::V2),
         };
         assert_eq!(
-            s.next_step(later, Some(5), 5),
+            s.next_step(later, Some(5), 5, None),
             settled,
             "settled: one API only"
         );
         s.handle_connected();
         assert_eq!(
-            s.next_step(later, Some(5), 5),
-            watch(Store::V2, 6, false),
+            s.next_step(later, Some(5), 5, None),
+            long_poll(later, 6, false),
             "no new probe"
         );
     }
@@ -379,7 +449,7 @@ mod tests {
         let now = Instant::now();
         let mut s = sync(1, EtcdApi::Auto);
         s.handle_connected();
-        assert_eq!(s.next_step(now, None, 0), EtcdStep::Probe);
+        assert_eq!(s.next_step(now, None, 0, None), EtcdStep::Probe);
         s.handle_store_choice(now, &choice(Store::V2, false));
         s.handle_snapshot();
         let due = now + Duration::from_secs(10);
@@ -389,30 +459,30 @@ mod tests {
             in_history: false,
             until: Some(due),
         };
-        assert_eq!(s.next_step(now, Some(3), 3), until);
+        assert_eq!(s.next_step(now, Some(3), 3, None), until);
         s.handle_watching();
-        assert_eq!(s.next_step(due, Some(3), 3), EtcdStep::Probe);
+        assert_eq!(s.next_step(due, Some(3), 3, None), EtcdStep::Probe);
         assert!(
             !s.handle_store_choice(due, &choice(Store::V2, false)),
             "same store"
         );
         assert!(matches!(
-            s.next_step(due, Some(3), 3),
+            s.next_step(due, Some(3), 3, None),
             EtcdStep::Watch {
                 start_revision: 4,
                 ..
             }
         ));
         let later = due + Duration::from_secs(10);
-        assert_eq!(s.next_step(later, Some(3), 3), EtcdStep::Probe);
+        assert_eq!(s.next_step(later, Some(3), 3, None), EtcdStep::Probe);
         assert!(s.handle_store_choice(later, &choice(V3, true)), "switched");
         assert_eq!(
-            s.next_step(later, Some(3), 3),
+            s.next_step(later, Some(3), 3, None),
             EtcdStep::ReadSnapshot { store: V3 }
         );
         s.handle_snapshot();
         assert_eq!(
-            s.next_step(later, Some(1), 1),
+            s.next_step(later, Some(1), 1, None),
             watch(V3, 2, false),
             "settled: no until"
         );
@@ -428,18 +498,62 @@ mod tests {
         let delay = s.handle_failure(now, 0.0);
         assert_eq!(delay, Duration::from_millis(100));
         assert_eq!(
-            s.next_step(now, Some(12), 12),
+            s.next_step(now, Some(12), 12, None),
             EtcdStep::Wait { until: now + delay }
         );
         assert_eq!(
-            s.next_step(now + delay, Some(12), 12),
+            s.next_step(now + delay, Some(12), 12, None),
             EtcdStep::Connect {
                 endpoint: 1,
                 store: Some(V3)
             }
         );
         s.handle_connected();
-        assert_eq!(s.next_step(now + delay, Some(12), 12), watch(V3, 13, false));
+        assert_eq!(
+            s.next_step(now + delay, Some(12), 12, None),
+            watch(V3, 13, false)
+        );
+    }
+
+    #[test]
+    fn a_reconnect_proves_the_history_served_before_watching_again() {
+        let now = Instant::now();
+        let mut s = sync(1, EtcdApi::Only(V3));
+        s.handle_connected();
+        s.handle_snapshot();
+        s.handle_watching();
+        let newest = Some(("/lain/config/vip", 11));
+        assert_eq!(
+            s.next_step(now, Some(12), 12, newest),
+            watch(V3, 13, false),
+            "nothing to prove while the connection held"
+        );
+        let delay = s.handle_failure(now, 0.0);
+        s.next_step(now + delay, Some(12), 12, newest);
+        s.handle_connected();
+        let prove = EtcdStep::ProveHistory {
+            store: V3,
+            key: "/lain/config/vip".into(),
+            revision: 11,
+        };
+        assert_eq!(s.next_step(now + delay, Some(12), 12, newest), prove);
+        assert_eq!(
+            s.next_step(now + delay, Some(12), 12, newest),
+            prove,
+            "asked until answered"
+        );
+        s.handle_proven();
+        assert_eq!(
+            s.next_step(now + delay, Some(12), 12, newest),
+            watch(V3, 13, false)
+        );
+        s.handle_failure(now, 0.0);
+        s.handle_connected();
+        assert_eq!(
+            s.next_step(now + delay * 4, Some(12), 12, None),
+            watch(V3, 13, false),
+            "nothing put yet: nothing to prove"
+        );
     }
 
     #[test]
@@ -451,11 +565,11 @@ mod tests {
         s.handle_watching();
         s.handle_compacted();
         assert_eq!(
-            s.next_step(now, Some(10), 10),
+            s.next_step(now, Some(10), 10, None),
             EtcdStep::ReadSnapshot { store: V3 }
         );
         s.handle_snapshot();
-        assert_eq!(s.next_step(now, Some(90), 90), watch(V3, 91, false));
+        assert_eq!(s.next_step(now, Some(90), 90, None), watch(V3, 91, false));
     }
 
     #[test]

@@ -321,6 +321,7 @@ pub fn restart(config: EngineConfig, now: std::time::Instant, current: &Dump) ->
                 break;
             }
             EtcdStep::Wait { .. } => panic!("no failure expected"),
+            EtcdStep::ProveHistory { .. } => panic!("a fresh engine has nothing to prove"),
         }
     }
     e
@@ -334,7 +335,7 @@ pub fn serve_backfills(
 ) -> Vec<BackfillOutcome> {
     let mut outcomes = Vec::new();
     loop {
-        let (due, check) = h.engine.poll_etcd_check(h.now, h.now);
+        let (due, check) = h.engine.poll_etcd_check(h.now);
         match check {
             EtcdCheck::Backfill { at_revision } => {
                 assert_eq!(due, h.now, "a held resume's listing is due at once");

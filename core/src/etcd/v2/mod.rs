@@ -1,36 +1,37 @@
 //! etcd's **v2 keys API** as bytes: the requests a shell sends (paths of `GET`s on
-//! `/v2/keys/lain`) and the answers it gets back (status, the `X-Etcd-Index` header, the
-//! body), converted to [`Snapshot`], [`WatchResponse`] and [`Probe`]. The v2 store index plays
-//! the revision everywhere. Recorded answers of etcd 3.4.23 (`--enable-v2=true`) are the unit
-//! tests' fixtures (`core/src/etcd/recorded/`).
+//! `/v2/keys/lain`) and the answers it gets back (status, the `X-Etcd-Index` and
+//! `X-Etcd-Cluster-Id` headers, the body), converted to [`Snapshot`], [`WatchResponse`],
+//! [`Probe`] and [`EtcdIdentity`]. The v2 store index plays the revision everywhere. Recorded
+//! answers of etcd 3.4.23 (`--enable-v2=true`) and of etcd 2.3.7 (member and `--proxy on`)
+//! are the unit tests' fixtures (`core/src/etcd/recorded/`).
 //!
 //! ```text
-//! GET LIVE_WATCH_PATH, then SNAPSHOT_PATH → the stream that follows the snapshot (no gap)
-//! GET SNAPSHOT_PATH                      → parse_snapshot(answer)       → Snapshot
-//! GET PROBE_PATH                         → parse_probe(answer)          → Probe (and liveness)
-//! GET watch_path(start, in_history)      → WatchDecoder: head, each line, end → WatchResponse
-//! GET watch_path(next, true) (quiet)     → missed_by_stream(answer): has the stream gone deaf?
+//! GET PROBE_PATH                → parse_quorum(answer)   → EtcdIdentity (index, cluster ID)
+//!                               → parse_probe(answer)    → Probe (which store holds keys)
+//! GET SNAPSHOT_PATH             → parse_snapshot(answer) → Snapshot at X-Etcd-Index R
+//! GET watch_path(R + 1), …      → parse_watch(answer)    → one event (last), or 401 → re-read
 //! ```
 //!
-//! What etcd does that the codec relies on (measured on etcd 3.4.23, see the fixtures):
+//! What etcd does that the codec relies on (see the recordings):
 //!
 //! * A snapshot is one tree; only leaves (`dir` absent) are keys. A missing `/lain` is error
 //!   100 (HTTP 404): an empty snapshot at the error's index.
-//! * A streaming watch (`stream=true`) answers `200` with `X-Etcd-Index` = the store index
-//!   when the watch was created, then one JSON object per line (each in its own chunk).
-//! * **A watch whose `waitIndex` is still in etcd's history answers with that one event only,
-//!   even with `stream=true`** (etcd does not register a watcher after a history hit). Such an
-//!   event is the one with `modifiedIndex` ≤ the answer's `X-Etcd-Index`; events that happen
-//!   after the watch was created have a larger index. So the decoder marks a history answer
-//!   as the last message ([`WatchResponse::last`]), and the engine watches again from the next
-//!   index: without `stream=true` while it is still behind (a complete answer, so the
-//!   connection is reused; see [`watch_path`]), with it once it has caught up.
-//! * A `waitIndex` older than the last 1000 events answers error 401 (HTTP 400): a
-//!   [`WatchResponse`] with `compact_revision`, i.e. a fresh snapshot applied as a diff.
+//! * **The watch is a long poll** (`wait=true&waitIndex=N`, no `stream=true`), as in etcd's
+//!   own v2 client and the original lainlet: the answer is the first event at or after `N`,
+//!   complete, then the body ends and the connection is reused for the next poll. A
+//!   streaming watch (`stream=true`) is not used: etcd 2.3.7's v2 proxy (`etcd --proxy on`,
+//!   which LAIN runs on every node but the managers) does not flush it — its head comes with
+//!   the first event and later events only when a buffer fills — and etcd 3.4 silently drops
+//!   a streaming watcher that falls 100 events behind. A long poll has neither problem.
+//! * An event still in etcd's history (its last 1000 events) is answered at once; a
+//!   `waitIndex` older than that answers error 401 (HTTP 400): a [`WatchResponse`] with
+//!   `compact_revision`, i.e. a fresh snapshot applied as a diff.
+//! * Every answer carries `X-Etcd-Index` (the store index) and `X-Etcd-Cluster-Id`: a quorum
+//!   read tells whether the etcd reached still continues the history lainlet applied.
 
-mod stream;
+mod watch;
 
-pub use stream::WatchDecoder;
+pub use watch::parse_watch;
 
 use std::borrow::Cow;
 
@@ -39,7 +40,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::store::Probe;
-use super::{CodecError, KeyListing};
+use super::{CodecError, EtcdIdentity, KeyListing};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 #[cfg(doc)]
@@ -58,17 +59,63 @@ pub const INDEX_HEADER: &str = "X-Etcd-Index";
 /// Longest line of a watch answer accepted (one event; deployd's values are a few KiB).
 pub const MAX_LINE: usize = 64 << 20;
 
-/// A streaming watch of `/lain` from etcd's current index (no `waitIndex`: it never answers
-/// from history). Its answer's `X-Etcd-Index` is the index its first event follows.
-pub const LIVE_WATCH_PATH: &str = "/v2/keys/lain?wait=true&recursive=true&stream=true";
+/// The response header carrying etcd's cluster ID (hexadecimal).
+pub const CLUSTER_ID_HEADER: &str = "X-Etcd-Cluster-Id";
 
-/// The watch of `/lain` (recursive) from `start_revision`: with `stream=true` unless
-/// `in_history` (etcd already reported an index at or past the start, so the answer is one
-/// event from its history and ends; asking without `stream=true` makes it a complete answer
-/// that leaves the connection reusable).
-pub fn watch_path(start_revision: i64, in_history: bool) -> String {
-    let stream = if in_history { "" } else { "&stream=true" };
-    format!("/v2/keys/lain?wait=true&recursive=true{stream}&waitIndex={start_revision}")
+/// The long-poll watch of `/lain` (recursive) for the first event at or after
+/// `start_revision`: one event per answer (see the module docs).
+pub fn watch_path(start_revision: i64) -> String {
+    format!("/v2/keys/lain?wait=true&recursive=true&waitIndex={start_revision}")
+}
+
+/// A quorum read of one key (the first question of a history proof, see
+/// [`crate::EtcdStep::ProveHistory`]): when its `modifiedIndex` is the revision lainlet
+/// applied, the history is proven.
+pub fn key_read_path(key: &str) -> String {
+    format!("/v2/keys{}?quorum=true", key_path(key))
+}
+
+/// A long poll of one key from `revision` (the second question of a history proof, when the
+/// key was written again or deleted since): in the history served, etcd answers at once with
+/// the write at `revision` itself.
+pub fn key_wait_path(key: &str, revision: i64) -> String {
+    format!("/v2/keys{}?wait=true&waitIndex={revision}", key_path(key))
+}
+
+/// `key` as a URL path: every byte but unreserved characters, `/` and `:` percent-encoded.
+fn key_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The answer to [`key_read_path`] or [`key_wait_path`]: the `modifiedIndex` of the node
+/// (of the event, for a long poll), `None` if etcd has no such key (error 100); an error for
+/// anything else (error 401: the history no longer reaches the revision).
+pub fn parse_proof(answer: Answer<'_>) -> Result<Option<i64>, CodecError> {
+    if answer.status != 200 {
+        let error = EtcdError::parse(answer)?;
+        if error.code == Some(KEY_NOT_FOUND) {
+            return Ok(None);
+        }
+        return Err(error.into_codec_error());
+    }
+    let v = json(answer.status, answer.body)?;
+    let node = &v["node"];
+    if is_dir(node) {
+        return Ok(None);
+    }
+    node["modifiedIndex"]
+        .as_i64()
+        .map(Some)
+        .ok_or(CodecError::Shape("a v2 node without a modifiedIndex"))
 }
 
 /// The `Authorization` header value for etcd's v2 authentication (HTTP basic).
@@ -83,6 +130,8 @@ pub struct Answer<'a> {
     pub status: u16,
     /// The `X-Etcd-Index` header's value, if present.
     pub etcd_index: Option<&'a str>,
+    /// The `X-Etcd-Cluster-Id` header's value, if present.
+    pub cluster_id: Option<&'a str>,
     /// The whole body (without the transfer encoding).
     pub body: &'a [u8],
 }
@@ -123,21 +172,35 @@ pub fn parse_snapshot(answer: Answer<'_>) -> Result<Snapshot, CodecError> {
     Ok(Snapshot { revision, kvs })
 }
 
-/// Whether a [`PROBE_PATH`] answer (a quorum read) shows a member with a quorum: any
-/// answer but an etcd error other than "key not found" (v2 answers error 300, "Raft Internal
-/// Error", when a quorum read times out without a leader).
-pub fn parse_quorum(answer: Answer<'_>) -> Result<(), String> {
+/// What a [`PROBE_PATH`] answer (a quorum read) says: which history the member that answered
+/// is at ([`EtcdIdentity`]: `X-Etcd-Index`, `X-Etcd-Cluster-Id`), or why it is not a member
+/// with a quorum. Any answer but an etcd error other than "key not found" passes (v2 answers
+/// error 300, "Raft Internal Error", when a quorum read times out without a leader; a proxy
+/// whose member is gone answers something that is not etcd's).
+pub fn parse_quorum(answer: Answer<'_>) -> Result<EtcdIdentity, String> {
     match answer.status {
-        200 => match serde_json::from_slice::<Value>(answer.body) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("HTTP 200 with something that is not JSON: {e}")),
-        },
+        200 => {
+            if let Err(e) = serde_json::from_slice::<Value>(answer.body) {
+                return Err(format!("HTTP 200 with something that is not JSON: {e}"));
+            }
+        }
         _ => match EtcdError::parse(answer) {
-            Ok(e) if e.code == Some(KEY_NOT_FOUND) => Ok(()),
-            Ok(e) => Err(e.into_codec_error().to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(e) if e.code == Some(KEY_NOT_FOUND) => {}
+            Ok(e) => return Err(e.into_codec_error().to_string()),
+            Err(e) => return Err(e.to_string()),
         },
     }
+    Ok(EtcdIdentity {
+        revision: index(answer.etcd_index).unwrap_or(0),
+        cluster_id: answer.cluster_id.and_then(cluster_id),
+    })
+}
+
+/// A cluster ID header value (hexadecimal, as etcd writes it) as a number.
+pub fn cluster_id(header: &str) -> Option<u64> {
+    u64::from_str_radix(header.trim(), 16)
+        .ok()
+        .filter(|id| *id != 0)
 }
 
 /// A [`SNAPSHOT_PATH`] answer as a listing of keys and `modifiedIndex`es at its
@@ -181,31 +244,6 @@ pub fn parse_probe(answer: Answer<'_>) -> Probe {
             Err(e) => Probe::Failed(e.to_string()),
         },
     }
-}
-
-/// Whether the answer to a one-shot watch from the index after the last one a stream
-/// delivered (`watch_path(next, true)`, read whole) shows that the stream missed events. etcd
-/// 3.4's v2 store drops a streaming watcher whose 100-event buffer is full (a reader that fell
-/// behind) without ending its answer, so a stream that went quiet is checked this way:
-///
-/// * an event from etcd's history (its index at or below the answer's `X-Etcd-Index`): the
-///   stream should have delivered it — missed;
-/// * error 401 (more than 1000 indexes since): missed if the stream was `busy` just before
-///   (etcd drops watchers exactly then); after a quiet stream it only says that etcd was
-///   written elsewhere meanwhile, which a healthy stream does not see;
-/// * an answer that had not come yet (a long poll: nothing happened since), or anything that
-///   is not etcd's: not missed (the next check decides).
-pub fn missed_by_stream(answer: Answer<'_>, busy: bool) -> bool {
-    if answer.status != 200 {
-        return busy && EtcdError::parse(answer).is_ok_and(|e| e.code == Some(EVENT_INDEX_CLEARED));
-    }
-    let header = index(answer.etcd_index).unwrap_or(i64::MAX);
-    let line = answer
-        .body
-        .split(|&b| b == b'\n')
-        .find(|l| !l.trim_ascii().is_empty());
-    line.and_then(|l| event(l).ok())
-        .is_some_and(|(_, event_index)| event_index <= header)
 }
 
 /// etcd's error 100, "Key not found".
@@ -262,7 +300,7 @@ fn json(status: u16, body: &[u8]) -> Result<Value, CodecError> {
 }
 
 /// The start of a body, for error messages.
-fn snippet(body: &[u8]) -> String {
+pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     format!("{text:?}")

@@ -1,16 +1,17 @@
-//! The v2 codec on answers recorded from etcd 3.4.23 (`--enable-v2=true`) over a raw socket:
+//! The v2 codec on answers recorded from etcd over a raw socket:
 //! `core/src/etcd/recorded/*.http` are the bytes etcd sent (head, then the body as it came,
 //! chunked where etcd chunked it). The expected values below were read off those recordings
 //! (and the requests that produced them, see `recorded/README.md`), not off the codec.
 
 use super::*;
-use crate::etcd::{CodecError, WatchResponse};
+use crate::etcd::{CodecError, EtcdIdentity};
 
 /// A recorded answer: status, `X-Etcd-Index`, the body without its transfer encoding, and
 /// whether the body was complete (a stream still open when the recording stopped is not).
 struct Recorded {
     status: u16,
     index: Option<String>,
+    cluster: Option<String>,
     body: Vec<u8>,
     complete: bool,
 }
@@ -28,10 +29,12 @@ fn recorded(raw: &[u8]) -> Recorded {
             .map(|(_, v)| v.to_owned())
     };
     let index = header(INDEX_HEADER);
+    let cluster = header(CLUSTER_ID_HEADER);
     if header("Transfer-Encoding").as_deref() != Some("chunked") {
         return Recorded {
             status,
             index,
+            cluster,
             body: rest.as_bytes().to_vec(),
             complete: true,
         };
@@ -49,6 +52,7 @@ fn recorded(raw: &[u8]) -> Recorded {
     Recorded {
         status,
         index,
+        cluster,
         body,
         complete,
     }
@@ -58,6 +62,7 @@ fn answer(r: &Recorded) -> Answer<'_> {
     Answer {
         status: r.status,
         etcd_index: r.index.as_deref(),
+        cluster_id: r.cluster.as_deref(),
         body: &r.body,
     }
 }
@@ -82,30 +87,6 @@ fn delete_dir(key: &str, index: i64) -> WatchEvent {
         key: key.into(),
         mod_revision: index,
     }
-}
-
-/// Every message of a recorded watch answer, the body fed `step` bytes at a time; the last
-/// element is what `finish` said if the body was complete.
-fn decode(r: &Recorded, stream: bool, step: usize) -> Vec<Result<WatchResponse, CodecError>> {
-    let mut d = WatchDecoder::new(r.status, r.index.as_deref(), stream);
-    let mut out = Vec::new();
-    let drain = |d: &mut WatchDecoder, out: &mut Vec<_>| {
-        while let Some(m) = d.poll() {
-            out.push(m);
-        }
-    };
-    drain(&mut d, &mut out);
-    for chunk in r.body.chunks(step) {
-        if d.is_done() {
-            break;
-        }
-        d.push(chunk).unwrap();
-        drain(&mut d, &mut out);
-    }
-    if r.complete && !d.is_done() {
-        out.push(d.finish());
-    }
-    out
 }
 
 const PG: &str = "/lain/deployd/pod_groups";
@@ -169,6 +150,7 @@ fn broken_snapshot_answers_are_typed_errors_that_say_what_came() {
     let e = parse_snapshot(Answer {
         status: 502,
         etcd_index: None,
+        cluster_id: None,
         body: html,
     })
     .unwrap_err();
@@ -181,6 +163,7 @@ fn broken_snapshot_answers_are_typed_errors_that_say_what_came() {
     let truncated = Answer {
         status: 200,
         etcd_index: Some("10"),
+        cluster_id: None,
         body: half,
     };
     assert!(matches!(
@@ -204,6 +187,7 @@ fn broken_snapshot_answers_are_typed_errors_that_say_what_came() {
     let e = parse_snapshot(Answer {
         status: 401,
         etcd_index: None,
+        cluster_id: None,
         body: auth,
     })
     .unwrap_err();
@@ -227,117 +211,91 @@ fn the_probe_tells_a_used_store_from_an_empty_one_and_from_no_v2_api() {
     let a = Answer {
         status: 200,
         etcd_index: Some("4"),
+        cluster_id: None,
         body: empty_dir,
     };
     assert_eq!(parse_probe(a), Probe::Empty);
     let a = Answer {
         status: 500,
         etcd_index: None,
+        cluster_id: None,
         body: b"<html>oops</html>",
     };
     assert!(matches!(parse_probe(a), Probe::Failed(_)));
 }
 
 #[test]
-fn a_live_stream_decodes_every_action_and_directory_event_in_any_framing() {
+fn every_action_and_directory_event_decodes_as_etcd_sent_it() {
+    // A recorded stream is one event per line, each the same JSON a long poll answers with.
     let r = recorded(include_bytes!("../recorded/watch_stream_live.http"));
-    assert!(!r.complete, "the stream was still open");
     let cron = format!("{PG}/shop/shop.worker.cron");
-    let expected: Vec<(Vec<WatchEvent>, i64)> = vec![
-        (vec![put("/lain/config/vip", "192.168.77.202", 11)], 11),
-        (vec![put("/lain/config/ttl_key", "x", 12)], 12),
-        (vec![put(&cron, r#"{"Spec":{}}"#, 13)], 13),
-        (vec![put(&cron, r#"{"Spec":{"x":1}}"#, 14)], 14),
-        (vec![put("/lain/config/vip", "192.168.77.203", 15)], 15),
-        (vec![put("/lain/config/cad", "1", 16)], 16),
-        (vec![delete("/lain/config/cad", 17)], 17),
-        (vec![], 18), // mkdir: no key
-        (vec![delete_dir(&format!("{PG}/gone"), 19)], 19),
-        (vec![delete(&format!("{PG}/shop/shop.web.web"), 20)], 20),
-        (vec![delete(&cron, 21)], 21),
-        (vec![delete_dir(&format!("{PG}/shop"), 22)], 22),
+    let expected: Vec<(Option<WatchEvent>, i64)> = vec![
+        (Some(put("/lain/config/vip", "192.168.77.202", 11)), 11),
+        (Some(put("/lain/config/ttl_key", "x", 12)), 12),
+        (Some(put(&cron, r#"{"Spec":{}}"#, 13)), 13),
+        (Some(put(&cron, r#"{"Spec":{"x":1}}"#, 14)), 14),
+        (Some(put("/lain/config/vip", "192.168.77.203", 15)), 15),
+        (Some(put("/lain/config/cad", "1", 16)), 16),
+        (Some(delete("/lain/config/cad", 17)), 17),
+        (None, 18), // mkdir: no key
+        (Some(delete_dir(&format!("{PG}/gone"), 19)), 19),
+        (Some(delete(&format!("{PG}/shop/shop.web.web"), 20)), 20),
+        (Some(delete(&cron, 21)), 21),
+        (Some(delete_dir(&format!("{PG}/shop"), 22)), 22),
         (
-            vec![put(&format!("{PG}/shop-api/shop-api.worker.w"), "{}", 23)],
+            Some(put(&format!("{PG}/shop-api/shop-api.worker.w"), "{}", 23)),
             23,
         ),
-        (vec![delete_dir(&format!("{PG}/shop-api"), 24)], 24),
+        (Some(delete_dir(&format!("{PG}/shop-api"), 24)), 24),
         // 25 was /other/key: etcd does not send it on a watch of /lain
         (
-            vec![put(
+            Some(put(
                 "/lain/config/unicode",
                 r#"{"note":"héllo \u2028 \"q\"\n"}"#,
                 26,
-            )],
+            )),
             26,
         ),
-        (vec![delete("/lain/config/ttl_key", 27)], 27), // expire
+        (Some(delete("/lain/config/ttl_key", 27)), 27), // expire
     ];
-    let events: Vec<WatchEvent> = expected.iter().flat_map(|(e, _)| e.clone()).collect();
-    for step in [1, 7, 100, usize::MAX] {
-        let messages = decode(&r, true, step);
-        let head = messages[0].as_ref().unwrap();
-        assert!(head.created && head.header_revision == 10 && !head.last);
-        let batches: Vec<&WatchResponse> =
-            messages[1..].iter().map(|m| m.as_ref().unwrap()).collect();
-        assert!(
-            batches.iter().all(|m| !m.last),
-            "live events do not end the stream"
-        );
-        let got: Vec<WatchEvent> = batches.iter().flat_map(|m| m.events.clone()).collect();
-        assert_eq!(got, events, "fed {step} bytes at a time");
-        assert_eq!(batches.last().unwrap().last_event_revision, Some(27));
-        if step == 1 {
-            // Line by line as it comes: one message per event, each with its index.
-            let indexes: Vec<i64> = batches
-                .iter()
-                .map(|m| m.last_event_revision.unwrap())
-                .collect();
-            assert_eq!(
-                indexes,
-                expected.iter().map(|(_, i)| *i).collect::<Vec<_>>()
-            );
-        }
-        if step == usize::MAX {
-            assert_eq!(batches.len(), 1, "a backlog is one batch");
-        }
-    }
+    let got: Vec<(Option<WatchEvent>, i64)> = r
+        .body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .map(|line| event(line).unwrap())
+        .collect();
+    assert_eq!(got, expected);
+    // The same line as the whole answer to a long poll: one message that ends the poll.
+    let line = r.body.split(|&b| b == b'\n').nth(8).unwrap();
+    let m = parse_watch(Answer {
+        status: 200,
+        etcd_index: Some("10"),
+        cluster_id: None,
+        body: line,
+    })
+    .unwrap();
+    assert_eq!(m.events, vec![delete_dir(&format!("{PG}/gone"), 19)]);
+    assert_eq!((m.last_event_revision, m.last), (Some(19), true));
 }
 
 #[test]
-fn a_stream_from_history_carries_one_event_and_says_so() {
-    let r = recorded(include_bytes!("../recorded/watch_stream_history_hit.http"));
-    let messages = decode(&r, true, usize::MAX);
-    assert_eq!(messages.len(), 2, "head and the one event");
-    let hit = messages[1].as_ref().unwrap();
-    assert_eq!(
-        hit.events,
-        vec![put("/lain/config/vip", "192.168.77.202", 11)]
-    );
-    assert_eq!(
-        hit.header_revision, 27,
-        "etcd was at 27 when it answered from history"
-    );
-    assert!(hit.last, "etcd sends nothing more on this answer");
-}
-
-#[test]
-fn a_watch_without_stream_is_one_complete_event() {
+fn a_long_poll_answer_is_one_complete_event_that_ends_the_poll() {
     let r = recorded(include_bytes!("../recorded/watch_once_history_hit.http"));
     assert!(r.complete);
-    let messages = decode(&r, false, 3);
-    assert_eq!(messages.len(), 2);
-    let hit = messages[1].as_ref().unwrap();
-    assert_eq!(hit.events, vec![put("/lain/config/ttl_key", "x", 12)]);
-    assert!(hit.last);
+    let m = parse_watch(answer(&r)).unwrap();
+    assert_eq!(m.events, vec![put("/lain/config/ttl_key", "x", 12)]);
+    assert_eq!(
+        (m.header_revision, m.last_event_revision, m.last, m.created),
+        (27, Some(12), true, false),
+        "etcd was at 27 when it answered event 12 from its history"
+    );
 }
 
 #[test]
 fn history_cleared_is_a_compaction_at_the_oldest_index_etcd_keeps() {
     let r = recorded(include_bytes!("../recorded/watch_cleared.http"));
     assert_eq!(r.status, 400);
-    let messages = decode(&r, true, 16);
-    assert_eq!(messages.len(), 1, "no head for an error answer");
-    let m = messages[0].as_ref().unwrap();
+    let m = parse_watch(answer(&r)).unwrap();
     assert!(m.canceled);
     assert_eq!((m.compact_revision, m.header_revision), (33, 1032));
     assert!(
@@ -348,151 +306,103 @@ fn history_cleared_is_a_compaction_at_the_oldest_index_etcd_keeps() {
 }
 
 #[test]
-fn a_truncated_or_foreign_stream_is_an_error_not_a_silent_end() {
-    let r = recorded(include_bytes!("../recorded/watch_stream_live.http"));
-    let cut = r.body.len() - 40; // in the middle of the last event
-    let mut d = WatchDecoder::new(200, Some("10"), true);
-    d.push(&r.body[..cut]).unwrap();
-    while d.poll().is_some() {}
-    assert!(matches!(d.finish(), Err(CodecError::Json(m)) if m.contains("middle")));
-
-    let mut d = WatchDecoder::new(200, Some("10"), true);
-    assert!(d.poll().unwrap().unwrap().created);
-    d.push(b"<html><body>proxy error</body></html>\n").unwrap();
-    assert!(matches!(d.poll(), Some(Err(CodecError::Json(_)))));
-    assert!(d.is_done() && d.poll().is_none());
-
-    let mut d = WatchDecoder::new(200, Some("10"), true);
-    d.poll();
-    assert!(
-        matches!(d.finish(), Err(CodecError::Shape(_))),
-        "ended without an event"
-    );
-
-    let mut d = WatchDecoder::new(200, Some("10"), true);
-    d.poll();
-    assert!(
-        d.push(&vec![b'x'; MAX_LINE + 2]).is_err(),
-        "a line beyond the limit"
-    );
-
-    let odd = br#"{"action":"frobnicate","node":{"key":"/lain/config/vip","modifiedIndex":12}}"#;
-    let mut d = WatchDecoder::new(200, Some("10"), true);
-    d.poll();
-    d.push(odd).unwrap();
-    d.push(b"\n").unwrap();
-    assert!(matches!(d.poll(), Some(Err(CodecError::Shape(_)))));
-    let no_index = br#"{"action":"set","node":{"key":"/lain/config/vip","value":"1"}}"#;
-    assert!(matches!(event(no_index), Err(CodecError::Shape(_))));
-}
-
-#[test]
-fn a_stream_that_ends_cleanly_after_events_is_a_last_message() {
-    let r = recorded(include_bytes!("../recorded/watch_stream_live.http"));
-    let mut d = WatchDecoder::new(200, r.index.as_deref(), true);
-    d.push(&r.body).unwrap();
-    let mut n = 0;
-    while let Some(m) = d.poll() {
-        m.unwrap();
-        n += 1;
-    }
-    assert_eq!(n, 2, "the head, and the 16 events in one batch");
-    let end = d.finish().unwrap();
-    assert!(end.last && end.events.is_empty() && end.last_event_revision.is_none());
-}
-
-#[test]
-fn a_long_backlog_comes_in_bounded_batches_and_a_bad_line_after_good_ones_waits_its_turn() {
-    let line = |i: i64| {
-        format!(
-            r#"{{"action":"set","node":{{"key":"/lain/config/k","value":"{i}","modifiedIndex":{i}}}}}"#
-        )
-    };
-    let mut body = String::new();
-    for i in 11..11 + super::stream::MAX_BATCH as i64 + 3 {
-        body.push_str(&line(i));
-        body.push('\n');
-    }
-    body.push_str("<html>\n");
-    let mut d = WatchDecoder::new(200, Some("10"), true);
-    d.poll();
-    d.push(body.as_bytes()).unwrap();
-    let first = d.poll().unwrap().unwrap();
-    assert_eq!(first.events.len(), super::stream::MAX_BATCH);
-    let second = d.poll().unwrap().unwrap();
-    assert_eq!(second.events.len(), 3, "the good lines before the bad one");
-    assert_eq!(
-        second.last_event_revision,
-        Some(11 + super::stream::MAX_BATCH as i64 + 2)
-    );
-    assert!(matches!(d.poll(), Some(Err(CodecError::Json(_)))));
-    assert!(d.is_done() && d.poll().is_none());
-}
-
-#[test]
-fn a_one_shot_answer_from_history_shows_a_deaf_stream_and_a_live_one_does_not() {
-    // An event from etcd's history (index 12, answered at 27): the stream missed it.
+fn a_truncated_empty_or_foreign_watch_answer_is_an_error_not_an_event() {
     let r = recorded(include_bytes!("../recorded/watch_once_history_hit.http"));
-    assert!(missed_by_stream(answer(&r), false));
-    // More than the window since: missed after a busy stream, not after a quiet one (writes
-    // elsewhere move the index without anything for a watch of /lain).
-    let r = recorded(include_bytes!("../recorded/watch_cleared.http"));
-    assert!(missed_by_stream(answer(&r), true));
-    assert!(!missed_by_stream(answer(&r), false));
-    // An event that happened after the watch was made (index 11, answered at 10): nothing
-    // was missed, the one-shot watch simply waited for it.
-    let r = recorded(include_bytes!("../recorded/watch_stream_live.http"));
-    let first_event = r.body.split(|&b| b == b'\n').next().unwrap().to_vec();
-    let live = Answer {
-        status: 200,
+    let with = |status: u16, body: &'static [u8]| Answer {
+        status,
         etcd_index: Some("10"),
-        body: &first_event,
+        cluster_id: None,
+        body,
     };
-    assert!(!missed_by_stream(live, true));
-    let html = Answer {
-        status: 502,
-        etcd_index: None,
-        body: b"<html>",
-    };
+    let cut = &r.body[..r.body.len() - 40];
+    let e = parse_watch(Answer {
+        body: cut,
+        ..answer(&r)
+    })
+    .unwrap_err();
     assert!(
-        !missed_by_stream(html, true),
-        "not etcd: the next check decides"
+        matches!(&e, CodecError::Json(m) if m.contains("ttl_key")),
+        "{e}"
     );
+    let e = parse_watch(with(200, b"<html><body>proxy error</body></html>\n")).unwrap_err();
+    assert!(
+        matches!(&e, CodecError::Json(m) if m.contains("proxy error")),
+        "{e}"
+    );
+    assert!(matches!(
+        parse_watch(with(200, b"  \n")),
+        Err(CodecError::Shape(_))
+    ));
+    let e = parse_watch(with(502, b"<html>Bad Gateway</html>")).unwrap_err();
+    assert!(
+        matches!(&e, CodecError::Json(m) if m.contains("HTTP 502")),
+        "{e}"
+    );
+    let raft = br#"{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request timed out","index":0}"#;
+    assert!(matches!(
+        parse_watch(with(500, raft)),
+        Err(CodecError::Etcd(_))
+    ));
+    let huge = vec![b' '; MAX_LINE + 1];
+    let e = parse_watch(Answer {
+        body: &huge,
+        ..with(200, b"")
+    });
+    assert!(
+        matches!(e, Err(CodecError::Shape(_))),
+        "a body beyond the limit"
+    );
+    let odd = br#"{"action":"frobnicate","node":{"key":"/lain/config/vip","modifiedIndex":12}}"#;
+    assert!(matches!(
+        parse_watch(with(200, odd)),
+        Err(CodecError::Shape(_))
+    ));
+    let no_index = br#"{"action":"set","node":{"key":"/lain/config/vip","value":"1"}}"#;
+    assert!(matches!(
+        parse_watch(with(200, no_index)),
+        Err(CodecError::Shape(_))
+    ));
 }
 
 #[test]
 fn requests_are_the_documented_paths() {
     assert_eq!(
-        watch_path(11, false),
-        "/v2/keys/lain?wait=true&recursive=true&stream=true&waitIndex=11"
+        watch_path(11),
+        "/v2/keys/lain?wait=true&recursive=true&waitIndex=11"
     );
-    assert_eq!(
-        watch_path(12, true),
-        "/v2/keys/lain?wait=true&recursive=true&waitIndex=12"
+    assert!(
+        !watch_path(12).contains("stream"),
+        "a long poll, never a stream"
     );
     assert_eq!(basic_auth("root", "pw"), "Basic cm9vdDpwdw==");
 }
 
 #[test]
-fn a_quorum_read_passes_unless_etcd_answers_an_error_other_than_not_found() {
+fn a_quorum_read_says_where_etcds_history_is_unless_etcd_answers_an_error() {
+    // etcd 3.4's answer as recorded: index 10, cluster 89e49d7f81553f67.
+    let r = recorded(include_bytes!("../recorded/probe_keys.http"));
+    assert_eq!(
+        parse_quorum(answer(&r)),
+        Ok(EtcdIdentity {
+            revision: 10,
+            cluster_id: Some(0x89e4_9d7f_8155_3f67)
+        })
+    );
     let answer = |status, body: &'static [u8]| Answer {
         status,
         etcd_index: Some("7"),
+        cluster_id: None,
         body,
     };
-    assert_eq!(
-        parse_quorum(answer(
-            200,
-            br#"{"action":"get","node":{"key":"/lain","dir":true}}"#
-        )),
-        Ok(())
-    );
     assert_eq!(
         parse_quorum(answer(
             404,
             br#"{"errorCode":100,"message":"Key not found","cause":"/lain","index":7}"#
         )),
-        Ok(()),
+        Ok(EtcdIdentity {
+            revision: 7,
+            cluster_id: None
+        }),
         "no /lain yet is still a quorum"
     );
     let raft = br#"{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request timed out","index":0}"#;
@@ -500,4 +410,34 @@ fn a_quorum_read_passes_unless_etcd_answers_an_error_other_than_not_found() {
         .unwrap_err()
         .contains("Raft Internal Error"));
     assert!(parse_quorum(answer(200, b"<html>")).is_err());
+    assert_eq!(cluster_id("0"), None, "no cluster is cluster 0");
+    assert_eq!(cluster_id("zz"), None);
+}
+
+#[test]
+fn a_history_proof_reads_one_keys_modified_index() {
+    assert_eq!(
+        key_read_path("/lain/nodes/nodes/node1:192.168.77.21:22"),
+        "/v2/keys/lain/nodes/nodes/node1:192.168.77.21:22?quorum=true"
+    );
+    assert_eq!(
+        key_wait_path("/lain/config/a b?&", 7),
+        "/v2/keys/lain/config/a%20b%3F%26?wait=true&waitIndex=7"
+    );
+    // The event answer etcd 3.4 gave (recorded): ttl_key written at 12.
+    let r = recorded(include_bytes!("../recorded/watch_once_history_hit.http"));
+    assert_eq!(parse_proof(answer(&r)), Ok(Some(12)));
+    let r = recorded(include_bytes!("../recorded/snapshot_missing.http"));
+    assert_eq!(parse_proof(answer(&r)), Ok(None), "error 100: no such key");
+    let r = recorded(include_bytes!("../recorded/probe_keys.http"));
+    assert_eq!(parse_proof(answer(&r)), Ok(None), "a directory is no key");
+    let r = recorded(include_bytes!("../recorded/watch_cleared.http"));
+    assert!(matches!(parse_proof(answer(&r)), Err(CodecError::Etcd(m)) if m.contains("401")));
+    let html = Answer {
+        status: 502,
+        etcd_index: None,
+        cluster_id: None,
+        body: b"<html>",
+    };
+    assert!(parse_proof(html).is_err());
 }
