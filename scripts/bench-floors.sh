@@ -3,7 +3,7 @@
 # (BENCHMARKS.md, "Floors: how close to the machine"); prints the tables at the end.
 #
 #   scripts/bench-floors.sh                   # everything (~15 minutes after the build)
-#   ORIG_BIN=/tmp/original-lainlet/lainlet scripts/bench-floors.sh  # with the original (Go)
+#   ORIG_BIN=target/original/lainlet scripts/bench-floors.sh  # with the original (Go)
 #                                             lainlet, built by scripts/build-original.sh
 #   SKIP_BUILD=1 ONLY=get scripts/bench-floors.sh               # only the GET table, no build
 #
