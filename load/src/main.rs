@@ -122,7 +122,7 @@ struct Cli {
 
     /// Before starting, load a generated cluster of this many apps (3 pod groups each,
     /// deployd-size values) into etcd, so lainlet holds a realistic state. Only with the
-    /// etcd this tool starts.
+    /// etcd this tool starts, or with --mode load-demo (then instead of the demo data).
     #[arg(long, default_value_t = 0, value_name = "APPS")]
     preload_apps: usize,
 
@@ -392,8 +392,8 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
     if cli.value_bytes > 1 << 20 {
         bail!("--value-bytes must be at most 1 MiB");
     }
-    if cli.preload_apps > 0 && cli.etcd.is_some() {
-        bail!("--preload-apps only loads into the etcd this tool starts (not --etcd)");
+    if cli.preload_apps > 0 && cli.etcd.is_some() && cli.mode != Mode::LoadDemo {
+        bail!("--preload-apps only loads into the etcd this tool starts (not --etcd), or with --mode load-demo");
     }
     if cli.mode == Mode::Etcd && cli.etcd_api == Api::V2 {
         bail!("--mode etcd measures direct v3 watches; with --etcd-api v2 use --mode lainlet");
@@ -1075,7 +1075,11 @@ async fn write_series(
 async fn load_demo(cli: &Cli) -> anyhow::Result<()> {
     let etcd = loopback(cli.etcd.as_deref().unwrap_or_default())?;
     let store = cli.etcd_api.stores()[0];
-    let dump = lainlet_fixtures::demo();
+    // The demo data set, or with --preload-apps a generated cluster of that many apps.
+    let dump = match cli.preload_apps {
+        0 => lainlet_fixtures::demo(),
+        apps => generated(&ClusterShape::large(apps)),
+    };
     let (keys, bytes) = (dump.kvs.len(), dump.value_bytes());
     let started = Instant::now();
     let mut writer = Writer::connect(store, etcd).await?;
@@ -1083,7 +1087,11 @@ async fn load_demo(cli: &Cli) -> anyhow::Result<()> {
         .load(dump.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
         .await?;
     println!(
-        "loaded the demo data into the {} store of {etcd}: {keys} keys, {:.1} MB in {:.1?}",
+        "loaded {} into the {} store of {etcd}: {keys} keys, {:.1} MB in {:.1?}",
+        match cli.preload_apps {
+            0 => "the demo data".to_owned(),
+            apps => format!("a generated cluster of {apps} apps"),
+        },
         store.name(),
         bytes as f64 / 1e6,
         started.elapsed()

@@ -168,6 +168,14 @@ impl Engine {
                 self.etcd.history_lost,
             ),
             Metric::one(
+                "lainlet_etcd_history_resets",
+                Counter,
+                "Times etcd's history was found not to continue the one served (a lower \
+                 revision, another cluster ID, or the newest write applied not in etcd: \
+                 restored from a backup) and /lain/ was read again.",
+                self.etcd.history_resets,
+            ),
+            Metric::one(
                 "lainlet_etcd_foreign_events",
                 Counter,
                 "Watch events about keys outside /lain/ (ignored).",
