@@ -16,20 +16,36 @@ use serde_json::{json, Value};
 
 const CONFIG: &str = "/v2/configwatcher";
 
+/// How long the service may take to be ready through the proxy (the target is 1 s;
+/// checked at the end of each test, so that a slow start does not hide the scenario's result).
+const READY_WITHIN: Duration = Duration::from_secs(5);
+
 /// A 2.3.7 member behind a 2.3.7 proxy holding a vip, and the service reading v2 through the
-/// proxy (`--quorum-check-after 2`), ready; `None` (skipped) without etcd 2.3.7.
-fn through_proxy(kind: ServiceKind) -> Option<(EtcdServer, Service)> {
+/// proxy (`--quorum-check-after 2`), ready (waiting up to 40 s), with the time it took to be
+/// ready; `None` (skipped) without etcd 2.3.7.
+fn through_proxy(kind: ServiceKind) -> Option<(EtcdServer, Service, Duration)> {
     if !setup_selected(Store::V2, EtcdSetup::Etcd2Proxy) {
         return None;
     }
     let etcd = EtcdServer::with_setup(EtcdSetup::Etcd2Proxy, &[]).expect("2.3.7 member + proxy");
     etcd.v2_put("/lain/config/vip", "192.168.77.201");
+    let started = Instant::now();
     let svc = command_in(kind, &etcd, Store::V2)
         .args(["--quorum-check-after", "2"])
+        .ready_timeout(40 * SEC)
         .start()
         .expect("the service ready through the proxy");
+    let ready = started.elapsed();
     wait_revision(&svc, etcd.v2_index());
-    Some((etcd, svc))
+    Some((etcd, svc, ready))
+}
+
+/// The readiness check deferred by [`through_proxy`].
+fn ready_in_time(ready: Duration) {
+    assert!(
+        ready <= READY_WITHIN,
+        "the service took {ready:?} to be ready through the proxy (at most {READY_WITHIN:?})"
+    );
 }
 
 /// `/healthz`'s `status`.
@@ -70,17 +86,18 @@ fn one_change_is_seen(etcd: &EtcdServer, svc: &Service, vip: &str, what: &str) {
 }
 
 conformance_test!(fn a_quiet_cluster_then_one_change_is_seen_through_the_proxy(kind) {
-    let Some((etcd, svc)) = through_proxy(kind) else { return };
+    let Some((etcd, svc, ready)) = through_proxy(kind) else { return };
     // Quiet for longer than the stream's deaf rule and two quorum-check periods: whatever
     // lainlet keeps open to etcd must still carry the next change.
     std::thread::sleep(5 * SEC);
     assert_eq!(health(&svc), "ok", "{}", svc.get("/healthz").text());
     one_change_is_seen(&etcd, &svc, "192.168.77.202", "one change after 5 s of quiet");
     assert_eq!(served_revision(&svc), etcd.v2_index());
+    ready_in_time(ready);
 });
 
 conformance_test!(fn a_storm_of_2000_writes_through_the_proxy_ends_at_every_final_value(kind) {
-    let Some((etcd, svc)) = through_proxy(kind) else { return };
+    let Some((etcd, svc, ready)) = through_proxy(kind) else { return };
     let mut watch = svc.watch(&format!("{CONFIG}?watch=1"));
     watch.next_frame(5 * SEC).expect("init");
     // As fast as one writer goes, 50 keys rewritten 40 times each.
@@ -96,10 +113,11 @@ conformance_test!(fn a_storm_of_2000_writes_through_the_proxy_ends_at_every_fina
     expect_frame(&mut watch, "the final state on the open watch", 10 * SEC, |f| {
         f.data.is_some() && f.json() == want
     });
+    ready_in_time(ready);
 });
 
 conformance_test!(fn changes_after_the_member_restarts_behind_the_proxy_are_seen(kind) {
-    let Some((mut etcd, svc)) = through_proxy(kind) else { return };
+    let Some((mut etcd, svc, ready)) = through_proxy(kind) else { return };
     one_change_is_seen(&etcd, &svc, "192.168.77.203", "a change before the restart");
     etcd.restart().expect("restart the member");
     // The proxy marks the member failed for 5 s after a failed request: allow for it.
@@ -108,10 +126,11 @@ conformance_test!(fn changes_after_the_member_restarts_behind_the_proxy_are_seen
     wait_json_within(&svc, CONFIG, &want, 20 * SEC, "a change made after the member restart");
     one_change_is_seen(&etcd, &svc, "192.168.77.204", "a change once settled");
     assert!(wait_until(20 * SEC, || health(&svc) == "ok"), "{}", svc.get("/healthz").text());
+    ready_in_time(ready);
 });
 
 conformance_test!(fn changes_after_the_proxy_restarts_are_seen(kind) {
-    let Some((mut etcd, svc)) = through_proxy(kind) else { return };
+    let Some((mut etcd, svc, ready)) = through_proxy(kind) else { return };
     one_change_is_seen(&etcd, &svc, "192.168.77.205", "a change before the restart");
     etcd.proxy_mut().expect("the proxy").restart().expect("restart the proxy");
     etcd.v2_put("/lain/config/after", "proxy restart");
@@ -119,10 +138,11 @@ conformance_test!(fn changes_after_the_proxy_restarts_are_seen(kind) {
     wait_json_within(&svc, CONFIG, &want, 20 * SEC, "a change made after the proxy restart");
     one_change_is_seen(&etcd, &svc, "192.168.77.206", "a change once settled");
     assert!(wait_until(20 * SEC, || health(&svc) == "ok"), "{}", svc.get("/healthz").text());
+    ready_in_time(ready);
 });
 
 conformance_test!(fn the_member_gone_behind_a_live_proxy_reports_stale_then_ok(kind) {
-    let Some((mut etcd, svc)) = through_proxy(kind) else { return };
+    let Some((mut etcd, svc, ready)) = through_proxy(kind) else { return };
     assert_eq!(health(&svc), "ok");
     // The member goes away; the proxy keeps accepting connections and answers 502/503.
     etcd.kill();
@@ -148,4 +168,5 @@ conformance_test!(fn the_member_gone_behind_a_live_proxy_reports_stale_then_ok(k
     );
     assert!(wait_until(30 * SEC, || health(&svc) == "ok"), "{}", svc.get("/healthz").text());
     eprintln!("{kind:?}: current and `ok` {:?} after the member came back", back.elapsed());
+    ready_in_time(ready);
 });

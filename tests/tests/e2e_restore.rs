@@ -114,8 +114,9 @@ impl Drop for HealthWatch {
     }
 }
 
-/// Waits until the service serves etcd's config (bounded by [`CONVERGE`]), with the time it took.
-fn converges(svc: &Service, etcd: &EtcdServer, store: Store, what: &str) {
+/// Waits until the service serves etcd's config (bounded by [`CONVERGE`]) and then `ok`; on
+/// success prints how long it took, else returns what it served.
+fn converges(svc: &Service, etcd: &EtcdServer, store: Store, what: &str) -> Result<(), String> {
     let want = etcd_config_in(etcd, store);
     let started = Instant::now();
     let mut last = Value::Null;
@@ -123,13 +124,31 @@ fn converges(svc: &Service, etcd: &EtcdServer, store: Store, what: &str) {
         last = svc.get(CONFIG).json();
         last == want
     });
-    assert!(
-        ok,
-        "{what}: not serving etcd's state {CONVERGE:?} after the restore\n etcd:    {want}\n served:  \
-         {last}\n healthz: {}",
-        svc.get("/healthz").text()
-    );
+    if !ok {
+        return Err(format!(
+            "{what}: not serving etcd's state {CONVERGE:?} after the restore\n etcd:    {want}\n \
+             served:  {last}\n healthz: {}",
+            svc.get("/healthz").text()
+        ));
+    }
     eprintln!("{what}: etcd's state served after {:?}", started.elapsed());
+    if !wait_until(CONVERGE, || svc.get("/healthz").json()["status"] == "ok") {
+        return Err(format!(
+            "{what}: not `ok` again: {}",
+            svc.get("/healthz").text()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the health samples first (`ok` on a state etcd never held is the sharper failure),
+/// then that the service converged.
+fn verdict(watch: HealthWatch, valid: &[Value], converged: Result<(), String>) {
+    let n = watch.check(valid);
+    eprintln!("{n} health samples checked");
+    if let Err(e) = converged {
+        panic!("{e}");
+    }
 }
 
 /// Backup by copying the stopped member's data dir; more writes (applied by lainlet); restore
@@ -163,12 +182,8 @@ fn restore_a_data_dir_copy(kind: ServiceKind, store: Store, setup: EtcdSetup) {
     }
     let after = w.current_revision();
     assert!(after < before, "the history went back: {before} → {after}");
-    converges(&svc, &etcd, store, "restored copy + 2 writes");
-    assert!(wait_until(CONVERGE, || svc.get("/healthz").json()
-        ["status"]
-        == "ok"));
-    let n = watch.check(&valid);
-    eprintln!("{n} health samples checked");
+    let converged = converges(&svc, &etcd, store, "restored copy + 2 writes");
+    verdict(watch, &valid, converged);
 }
 
 /// As [`restore_a_data_dir_copy`], but lainlet is frozen (SIGSTOP) through the restore and
@@ -206,17 +221,13 @@ fn restore_and_write_more_than_was_lost(kind: ServiceKind, store: Store, setup: 
     let valid = vec![etcd_config_in(&etcd, store)];
     svc.signal(libc::SIGCONT).unwrap();
     let watch = HealthWatch::start(&svc);
-    converges(
+    let converged = converges(
         &svc,
         &etcd,
         store,
-        "restored copy + 20 writes while lainlet was frozen",
+        "restored copy + 20 writes, lainlet frozen",
     );
-    assert!(wait_until(CONVERGE, || svc.get("/healthz").json()
-        ["status"]
-        == "ok"));
-    let n = watch.check(&valid);
-    eprintln!("{n} health samples checked");
+    verdict(watch, &valid, converged);
 }
 
 conformance_test!(fn a_restored_data_dir_copy_is_served_on_etcd2_v2(kind) {
@@ -263,8 +274,6 @@ conformance_test!(fn an_etcdctl_snapshot_restore_with_a_new_cluster_id_is_served
         etcd.put(&format!("/lain/config/new/k{i}"), format!("after the restore {i}"));
         valid.push(etcd_config_in(&etcd, Store::V3));
     }
-    converges(&svc, &etcd, Store::V3, "snapshot restore + 2 writes");
-    assert!(wait_until(CONVERGE, || svc.get("/healthz").json()["status"] == "ok"));
-    let n = watch.check(&valid);
-    eprintln!("{n} health samples checked");
+    let converged = converges(&svc, &etcd, Store::V3, "snapshot restore + 2 writes");
+    verdict(watch, &valid, converged);
 });
