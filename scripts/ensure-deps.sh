@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what lainlet's build and tests need, when missing (Debian). Idempotent; safe to re-run.
 #   (always)        protoc   – etcd-client compiles etcd's protobuf definitions at build time
-#   --with-etcd     etcd     – the end-to-end tests start a real etcd (Debian's etcd-server)
+#   --with-etcd     etcd     – the end-to-end tests start a real etcd (Debian's etcd-server), and
+#                   etcdctl (etcd-client) for `etcdctl snapshot save|restore` in the restore tests
 #   --with-python   a virtualenv at target/test-venv (or $LAINLET_TEST_VENV) with the pinned
 #                   Python test clients of tests/python/requirements.txt (sseclient, grpcio,
 #                   selenium); python3-venv comes from apt when `python3 -m venv` cannot work;
@@ -18,7 +19,7 @@ for arg in "$@"; do
     --with-etcd) with_etcd=1 ;;
     --with-python) with_python=1 ;;
     --with-browser) with_browser=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "ensure-deps.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -28,6 +29,7 @@ need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ $with_etcd = 1 ]; then
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 fi
 if [ $with_python = 1 ]; then
   if ! command -v "$python" >/dev/null 2>&1; then

@@ -25,8 +25,10 @@
 //!
 //! Tests that must hold for both etcd stores (the v3 store, and the v2 keys store real LAIN
 //! clusters use) are written once with [`store_conformance_test!`], which generates one test per
-//! binary and store (`name::lainlet_v3`, `name::lainlet_v2`, `name::lainlet_smol_v3`,
-//! `name::lainlet_smol_v2`); the body writes through [`EtcdServer::with_store`]:
+//! binary, store and etcd setup (`name::lainlet_v3`, `name::lainlet_v2` on etcd 3.4,
+//! `name::lainlet_v2_etcd2` on an etcd 2.3.7 member, `name::lainlet_v2_proxy` through a 2.3.7
+//! proxy, and the same four `name::lainlet_smol_*`; see [`EtcdSetup`]); the body writes through
+//! [`EtcdServer::with_store`]:
 //!
 //! ```no_run
 //! use lainlet_tests::*;
@@ -42,8 +44,10 @@
 //! ```
 //!
 //! Selection by environment: `LAINLET_TEST_KINDS` (`lainlet,lainlet-smol`; default: the binaries
-//! that are built) and `LAINLET_TEST_STORES` (`v2,v3`; default both). Deselected combinations
-//! print a skip note and pass.
+//! that are built) and `LAINLET_TEST_STORES` (`v3,v2,v2-etcd2,v2-proxy`; default all).
+//! Deselected combinations print a skip note and pass. etcd 2.3.7 is `$LAINLET_TEST_ETCD2`
+//! (default `target/etcd-2.3.7/etcd`, built by `scripts/build-etcd-2.3.7.sh`); without it the
+//! 2.3.7 tests are skipped with a note, except under `CI=true`, where they fail.
 //!
 //! More of the harness: [`EtcdCluster`] (a 3-member etcd on loopback whose members can be killed,
 //! paused and restarted, for quorum-loss and failover tests), and [`run_python`] /
@@ -64,6 +68,7 @@ pub use harness::cluster::{EtcdCluster, EtcdMember};
 pub use harness::etcd::{EtcdServer, ETCD_ENV};
 pub use harness::faults::{http_answer, FaultyProxy};
 pub use harness::http::{read_response, HttpClient, HttpResponse};
+pub use harness::proxy::EtcdProxy;
 pub use harness::python::{
     python, python_dir, run_python, spawn_python, venv_dir, PythonProcess, VENV_ENV,
 };
@@ -71,6 +76,10 @@ pub use harness::relay::Relay;
 pub use harness::service::{
     run_for_kind, workspace_root, Service, ServiceCommand, ServiceKind, KINDS_ENV,
 };
+pub use harness::setup::{
+    etcd2_binary, is_ci, run_for_setup, selected_setups, setup_selected, skip_unless_etcd34,
+    EtcdSetup, ETCD2_ENV, STORE_SETUPS,
+};
 pub use harness::sse::{Frame, SseParser, SseStream};
 pub use harness::store::{run_for_store, Store, StoreWriter, STORES_ENV};
-pub use harness::util::{free_addr, free_port, log_tail, wait_for, wait_until, TempDir};
+pub use harness::util::{copy_dir, free_addr, free_port, log_tail, wait_for, wait_until, TempDir};

@@ -35,6 +35,7 @@ use super::client::EtcdClient;
 use super::etcd::EtcdServer;
 use super::http::{HttpClient, HttpResponse};
 use super::kv::EtcdApi;
+use super::setup::EtcdSetup;
 use super::util::{
     free_port, kill_and_reap, log_tail, print_log_tail, read_log, signal_child, wait_child,
     wait_for, wait_until, TempDir,
@@ -79,10 +80,21 @@ impl EtcdCluster {
         EtcdCluster::with_args(n, &[])
     }
 
-    /// Like [`EtcdCluster::new`] with extra etcd flags for every member (e.g.
+    /// Like [`EtcdCluster::new`] with extra etcd flags for every member (etcd 3.4 only: on another
+    /// [`EtcdSetup::current`] an error says to opt out) (e.g.
     /// `["--election-timeout", "500", "--heartbeat-interval", "50"]`), reused on restarts.
     pub fn with_args(n: usize, extra_args: &[&str]) -> io::Result<EtcdCluster> {
         assert!(n >= 1, "an etcd cluster needs at least one member");
+        let setup = EtcdSetup::current();
+        if setup != EtcdSetup::Etcd34 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "EtcdCluster runs etcd 3.4 only, but this test runs on {setup}: opt out \
+                     with skip_unless_etcd34"
+                ),
+            ));
+        }
         let bin = EtcdServer::find_binary()?;
         let dir = TempDir::new("etcd-cluster")?;
         let token = dir

@@ -10,6 +10,22 @@
 //! **v2 values are strings, so they must be UTF-8** (the helpers refuse other bytes). The v2
 //! store is a tree: reads flatten it to leaves, and a recursive directory delete is one event.
 //! [`EtcdServer::with_store`] gives one writer for either store.
+//!
+//! **Setups** ([`EtcdSetup`]): [`EtcdServer::new`] starts the setup of the running thread
+//! ([`EtcdSetup::current`]: 3.4 unless a store conformance test chose another). On
+//! [`EtcdSetup::Etcd2`] the member is etcd **2.3.7** (v2 only, etcd 2.x flags, no v3 gateway:
+//! v3 helpers fail with a message saying so); on [`EtcdSetup::Etcd2Proxy`] a 2.3.7 proxy runs in
+//! front of it ([`EtcdProxy`]): [`EtcdServer::endpoint`] is then the **proxy's** (what the
+//! service connects to) while every helper of the harness talks to the member
+//! ([`EtcdServer::member_endpoint`]). Member and proxy stop, start, pause and resume
+//! independently ([`EtcdServer::proxy_mut`]). Readiness is the member's `/health` answering
+//! `true` (verified on 2.3.7: it waits for raft progress, ~0.5 s per probe, so the probe allows
+//! 2 s), then the proxy's `/health` (forwarded to the member) the same.
+//!
+//! **Backups**: [`EtcdServer::copy_data_dir`] / [`EtcdServer::restore_data_dir`] copy the data
+//! directory of a stopped etcd (an operator's backup and restore: same cluster ID, the index
+//! goes back); [`EtcdServer::snapshot_save`] / [`EtcdServer::snapshot_restore`] use 3.4's
+//! `etcdctl snapshot save|restore` (a new cluster ID).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -22,8 +38,11 @@ use serde_json::{json, Value};
 use super::client::EtcdClient;
 use super::http::{HttpClient, HttpResponse};
 use super::kv::{self, EtcdApi};
+use super::proxy::EtcdProxy;
+use super::setup::EtcdSetup;
 use super::util::{
-    free_port, kill_and_reap, log_tail, print_log_tail, read_log, signal_child, wait_child, TempDir,
+    copy_dir, free_port, kill_and_reap, log_tail, print_log_tail, read_log, signal_child,
+    wait_child, TempDir,
 };
 
 /// Environment variable naming the etcd binary to use (default: `etcd` on `PATH`, then
@@ -33,6 +52,9 @@ pub const ETCD_ENV: &str = "LAINLET_TEST_ETCD";
 /// How long [`EtcdServer::start`] waits for `/health` to report healthy.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The member's name (`--name`, and in `--initial-cluster`).
+const MEMBER_NAME: &str = "t";
+
 /// A running etcd with its own data dir and log, killed and deleted on drop.
 ///
 /// The key-value helpers (`put`, `get_prefix`, `v2_put`, …) are the [`EtcdClient`] trait's: they
@@ -41,6 +63,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// log is printed.
 #[derive(Debug)]
 pub struct EtcdServer {
+    setup: EtcdSetup,
+    proxy: Option<EtcdProxy>,
     bin: PathBuf,
     dir: TempDir,
     client_port: u16,
@@ -52,16 +76,27 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
-    /// Starts etcd on two fresh loopback ports with a fresh data dir and waits until healthy.
+    /// Starts etcd ([`EtcdSetup::current`]'s setup) on fresh loopback ports with a fresh data
+    /// dir and waits until healthy.
     pub fn new() -> io::Result<EtcdServer> {
         EtcdServer::with_args(&[])
     }
 
-    /// Like [`EtcdServer::new`] with extra command-line flags appended (e.g.
+    /// Like [`EtcdServer::new`] with extra command-line flags for the member appended (e.g.
     /// `["--max-request-bytes", "4096"]`); they are reused by every later [`EtcdServer::start`].
+    /// Flags only etcd 3.4 knows make a 2.3.7 member exit: such tests opt out with
+    /// [`skip_unless_etcd34`](crate::skip_unless_etcd34).
     pub fn with_args(extra_args: &[&str]) -> io::Result<EtcdServer> {
+        EtcdServer::with_setup(EtcdSetup::current(), extra_args)
+    }
+
+    /// Starts `setup` (whatever the thread's current one): the member, and on
+    /// [`EtcdSetup::Etcd2Proxy`] then the proxy; waits until both are ready.
+    pub fn with_setup(setup: EtcdSetup, extra_args: &[&str]) -> io::Result<EtcdServer> {
         let mut etcd = EtcdServer {
-            bin: EtcdServer::find_binary()?,
+            setup,
+            proxy: None,
+            bin: setup.binary()?,
             dir: TempDir::new("etcd")?,
             client_port: free_port(),
             peer_port: free_port(),
@@ -71,7 +106,29 @@ impl EtcdServer {
             starts: 0,
         };
         etcd.start()?;
+        if setup.has_proxy() {
+            let initial_cluster = format!("{MEMBER_NAME}={}", etcd.peer_url());
+            let dir = etcd.dir.path().join("proxy");
+            let mut proxy = EtcdProxy::new(etcd.bin.clone(), dir, initial_cluster)?;
+            proxy.start()?;
+            etcd.proxy = Some(proxy);
+        }
         Ok(etcd)
+    }
+
+    /// The setup this server runs.
+    pub fn setup(&self) -> EtcdSetup {
+        self.setup
+    }
+
+    /// The proxy in front of the member ([`EtcdSetup::Etcd2Proxy`] only).
+    pub fn proxy(&self) -> Option<&EtcdProxy> {
+        self.proxy.as_ref()
+    }
+
+    /// The proxy, to stop, start, kill, pause or resume it ([`EtcdSetup::Etcd2Proxy`] only).
+    pub fn proxy_mut(&mut self) -> Option<&mut EtcdProxy> {
+        self.proxy.as_mut()
     }
 
     /// Locates the etcd binary: `$LAINLET_TEST_ETCD`, else `etcd` on `PATH`, else `/usr/bin/etcd`.
@@ -105,12 +162,26 @@ impl EtcdServer {
             })
     }
 
-    /// The client endpoint as the service's `-etcd` flag takes it: `"127.0.0.1:<port>"`.
+    /// The client endpoint as the service's `-etcd` flag takes it: `"127.0.0.1:<port>"`: the
+    /// proxy's on [`EtcdSetup::Etcd2Proxy`], else the member's.
     pub fn endpoint(&self) -> String {
+        match &self.proxy {
+            Some(p) => p.endpoint(),
+            None => self.member_endpoint(),
+        }
+    }
+
+    /// The member's client endpoint, `"127.0.0.1:<port>"` (where the helpers write and read).
+    pub fn member_endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// The client URL: `"http://127.0.0.1:<port>"`.
+    /// The member's peer URL, `"http://127.0.0.1:<peer port>"`.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// The client URL of [`EtcdServer::endpoint`]: `"http://127.0.0.1:<port>"`.
     pub fn client_url(&self) -> String {
         format!("http://{}", self.endpoint())
     }
@@ -130,15 +201,19 @@ impl EtcdServer {
         read_log(&self.log_path())
     }
 
-    /// Prints the last 16 KiB of the log to stderr (shown by the test runner on failure).
+    /// Prints the last 16 KiB of the log (and the proxy's) to stderr (shown by the test runner
+    /// on failure).
     pub fn print_log(&self) {
         let path = self.log_path();
         print_log_tail(
-            &format!("etcd log ({})", path.display()),
+            &format!("etcd log ({}, {})", self.setup, path.display()),
             "etcd",
             &path,
             16 * 1024,
         );
+        if let Some(p) = &self.proxy {
+            p.print_log();
+        }
     }
 
     /// The process id, while started.
@@ -186,8 +261,10 @@ impl EtcdServer {
         Err(last_err.unwrap_or_else(|| io::Error::other("etcd did not start")))
     }
 
-    /// Stops etcd gracefully (SIGTERM, then SIGKILL after 10 s) and reaps it. Data persists.
+    /// Stops etcd (the member) gracefully (SIGTERM, then SIGKILL after 10 s) and reaps it.
+    /// Data persists. A proxy keeps running.
     pub fn stop(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = signal_child(&child, libc::SIGTERM);
             if wait_child(&mut child, Duration::from_secs(10)).is_none() {
@@ -196,7 +273,7 @@ impl EtcdServer {
         }
     }
 
-    /// Kills etcd abruptly (SIGKILL, like a crash) and reaps it. Data persists.
+    /// Kills etcd (the member) abruptly (SIGKILL, like a crash) and reaps it. Data persists.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_and_reap(&mut child);
@@ -209,7 +286,7 @@ impl EtcdServer {
         self.start()
     }
 
-    /// Freezes etcd (SIGSTOP): connections stay open but nothing is answered.
+    /// Freezes etcd (the member; SIGSTOP): connections stay open but nothing is answered.
     pub fn pause(&self) {
         if let Some(c) = &self.child {
             signal_child(c, libc::SIGSTOP).expect("SIGSTOP etcd");
@@ -223,6 +300,73 @@ impl EtcdServer {
         }
     }
 
+    /// Copies the data directory of the **stopped** member to `to` (which must not exist): a
+    /// backup. An error while the member runs.
+    pub fn copy_data_dir(&mut self, to: &Path) -> io::Result<()> {
+        if self.is_running() {
+            return Err(io::Error::other("copy_data_dir: stop etcd first"));
+        }
+        copy_dir(&self.data_dir(), to)
+    }
+
+    /// Replaces the **stopped** member's data directory with a copy of `from` (made by
+    /// [`EtcdServer::copy_data_dir`]): a restore from backup; start it with
+    /// [`EtcdServer::start`]. An error while the member runs.
+    pub fn restore_data_dir(&mut self, from: &Path) -> io::Result<()> {
+        if self.is_running() {
+            return Err(io::Error::other("restore_data_dir: stop etcd first"));
+        }
+        let data = self.data_dir();
+        if data.exists() {
+            fs::remove_dir_all(&data)?;
+        }
+        copy_dir(from, &data)
+    }
+
+    /// `etcdctl snapshot save <file>` against the running member (etcd 3.4 only; the v3 store).
+    pub fn snapshot_save(&self, file: &Path) -> io::Result<()> {
+        let mut cmd = Command::new(etcdctl()?);
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &format!("http://{}", self.member_endpoint())])
+            .args(["snapshot", "save"])
+            .arg(file);
+        run_quietly(cmd, "etcdctl snapshot save")
+    }
+
+    /// Replaces the **stopped** member's data directory by `etcdctl snapshot restore <file>`
+    /// (etcd 3.4 only): the v3 store as saved, under a **new cluster ID**. Start it with
+    /// [`EtcdServer::start`].
+    pub fn snapshot_restore(&mut self, file: &Path) -> io::Result<()> {
+        if self.is_running() {
+            return Err(io::Error::other("snapshot_restore: stop etcd first"));
+        }
+        let data = self.data_dir();
+        if data.exists() {
+            fs::remove_dir_all(&data)?;
+        }
+        let peer = self.peer_url();
+        let mut cmd = Command::new(etcdctl()?);
+        cmd.env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(file)
+            .args(["--name", MEMBER_NAME, "--data-dir"])
+            .arg(&data)
+            .args(["--initial-cluster", &format!("{MEMBER_NAME}={peer}")])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster-token", "restored"]);
+        run_quietly(cmd, "etcdctl snapshot restore")
+    }
+
+    /// The cluster ID etcd reports (`X-Etcd-Cluster-Id` of a v2 answer from the member; 3.4
+    /// serves it only with `--enable-v2`, which the harness always passes).
+    pub fn cluster_id(&self) -> Option<String> {
+        let r = self
+            .http
+            .get(&self.member_endpoint(), "/v2/keys/?quorum=false")
+            .ok()?;
+        r.header("x-etcd-cluster-id").map(|s| s.trim().to_owned())
+    }
+
     /// Compacts the history up to `revision` and waits until the compaction is physically
     /// applied. Watches starting at or below `revision` then fail with "compacted".
     pub fn compact(&self, revision: i64) {
@@ -232,7 +376,7 @@ impl EtcdServer {
 
     /// The value of an unlabelled Prometheus gauge/counter from etcd's `/metrics`.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let resp = self.http.get(&self.endpoint(), "/metrics").ok()?;
+        let resp = self.http.get(&self.member_endpoint(), "/metrics").ok()?;
         let text = resp.text();
         text.lines()
             .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -273,10 +417,13 @@ impl EtcdServer {
             .open(self.log_path())?;
         writeln!(log, "===== harness: etcd start #{} =====", self.starts)?;
         let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let data = self.data_dir();
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--name").arg("t").arg("--data-dir").arg(&data);
+        cmd.arg("--name")
+            .arg(MEMBER_NAME)
+            .arg("--data-dir")
+            .arg(&data);
         cmd.args([
             "--listen-client-urls",
             &client,
@@ -289,9 +436,15 @@ impl EtcdServer {
             "--initial-advertise-peer-urls",
             &peer,
         ]);
-        cmd.args(["--initial-cluster", &format!("t={peer}"), "--logger", "zap"]);
-        // the v2 keys API real LAIN clusters use; etcd 3.4 keeps its store apart from v3's
-        cmd.arg("--enable-v2=true");
+        cmd.args(["--initial-cluster", &format!("{MEMBER_NAME}={peer}")]);
+        if self.setup.is_etcd2() {
+            // etcd 2.x: v2 is all it serves; no --logger, no --enable-v2
+            cmd.args(["--initial-cluster-state", "new"]);
+        } else {
+            cmd.args(["--logger", "zap"]);
+            // the v2 keys API real LAIN clusters use; etcd 3.4 keeps its store apart from v3's
+            cmd.arg("--enable-v2=true");
+        }
         cmd.args(&self.extra_args);
         let child = cmd
             .stdin(Stdio::null())
@@ -305,7 +458,8 @@ impl EtcdServer {
 
     fn wait_healthy(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let probe = HttpClient::new().timeout(Duration::from_millis(500));
+        // 2.3.7's /health waits up to 750 ms for raft progress (about 500 ms when idle)
+        let probe = HttpClient::new().timeout(Duration::from_secs(2));
         let mut pause = Duration::from_millis(10);
         loop {
             if let Some(c) = self.child.as_mut() {
@@ -313,7 +467,7 @@ impl EtcdServer {
                     return Err(self.start_error(&format!("etcd exited ({status})")));
                 }
             }
-            if let Ok(r) = probe.get(&self.endpoint(), "/health") {
+            if let Ok(r) = probe.get(&self.member_endpoint(), "/health") {
                 if r.status == 200 && r.text().contains("true") {
                     return Ok(());
                 }
@@ -330,7 +484,7 @@ impl EtcdServer {
         io::Error::other(format!(
             "{what} ({} on {}); log tail:\n{}",
             self.bin.display(),
-            self.endpoint(),
+            self.member_endpoint(),
             log_tail(&self.log_path(), 4096)
         ))
     }
@@ -344,14 +498,59 @@ impl EtcdApi for EtcdServer {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<HttpResponse> {
-        self.http
-            .request(method, &self.endpoint(), path_and_query, headers, body)
+        if self.setup.is_etcd2() && path_and_query.starts_with("/v3/") {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{method} {path_and_query}: etcd 2.3.7 has no v3 API (this test runs on {}); \
+                     a test that needs it opts out with skip_unless_etcd34",
+                    self.setup
+                ),
+            ));
+        }
+        self.http.request(
+            method,
+            &self.member_endpoint(),
+            path_and_query,
+            headers,
+            body,
+        )
     }
 }
 
 impl EtcdClient for EtcdServer {
     fn describe(&self) -> String {
-        self.endpoint()
+        format!("{} ({})", self.member_endpoint(), self.setup)
+    }
+}
+
+/// Debian's `etcdctl` (package `etcd-client`), or an error saying how to install it.
+fn etcdctl() -> io::Result<PathBuf> {
+    ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "etcdctl not found: run scripts/ensure-deps.sh --with-etcd (apt-get install \
+                 etcd-client)",
+            )
+        })
+}
+
+/// Runs `cmd` to completion; an error with its output if it fails.
+fn run_quietly(mut cmd: Command, what: &str) -> io::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{what}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
     }
 }
 

@@ -16,16 +16,20 @@
 //! });
 //! ```
 //!
-//! `LAINLET_TEST_STORES` (comma list of `v2`, `v3`; default both) selects the stores that
-//! [`run_for_store`] runs; the others are skipped with a note.
+//! The v2 body also runs on etcd 2.3.7, directly and behind a 2.3.7 proxy (see
+//! [`setup`](super::setup)). `LAINLET_TEST_STORES` (comma list of `v3`, `v2`, `v2-etcd2`,
+//! `v2-proxy`; default all) selects what [`run_for_store`] and
+//! [`run_for_setup`](crate::run_for_setup) run; the others are skipped with a note.
 
 use std::io;
 use std::path::Path;
 
 use super::kv::{self, EtcdApi};
+use super::setup::{self, EtcdSetup};
 use super::v2;
 
-/// Environment variable selecting the stores [`run_for_store`] runs (`v2,v3`; default both).
+/// Environment variable selecting the stores and etcd setups tests run on (`v3`, `v2`,
+/// `v2-etcd2`, `v2-proxy`; default all; see [`setup`](super::setup)).
 pub const STORES_ENV: &str = "LAINLET_TEST_STORES";
 
 /// Which etcd store a test writes to (and the service reads from).
@@ -56,20 +60,14 @@ impl Store {
             .find(|s| s.name().eq_ignore_ascii_case(name.trim()))
     }
 
-    /// The stores selected by `LAINLET_TEST_STORES` (default: both). Panics on an unknown name.
+    /// The stores with at least one setup selected by `LAINLET_TEST_STORES` (default: both).
+    /// Panics on an unknown name.
     pub fn selected() -> Vec<Store> {
-        match std::env::var(STORES_ENV) {
-            Ok(list) if !list.trim().is_empty() => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|name| {
-                    Store::from_name(name)
-                        .unwrap_or_else(|| panic!("{STORES_ENV}: unknown store {name:?} (v2, v3)"))
-                })
-                .collect(),
-            _ => Store::ALL.to_vec(),
-        }
+        let pairs = setup::selected_setups();
+        Store::ALL
+            .into_iter()
+            .filter(|s| pairs.iter().any(|(store, _)| store == s))
+            .collect()
     }
 }
 
@@ -79,14 +77,11 @@ impl std::fmt::Display for Store {
     }
 }
 
-/// Runs `body(store)` if `store` is selected by `LAINLET_TEST_STORES`; otherwise prints a skip
-/// note. Used by [`store_conformance_test!`](crate::store_conformance_test).
+/// Runs `body(store)` on etcd 3.4 if `store` on 3.4 (`v3` or `v2`) is selected by
+/// `LAINLET_TEST_STORES`; otherwise prints a skip note. The same as
+/// [`run_for_setup`](crate::run_for_setup)`(store, EtcdSetup::Etcd34, body)`.
 pub fn run_for_store(store: Store, body: impl FnOnce(Store)) {
-    if Store::selected().contains(&store) {
-        body(store)
-    } else {
-        eprintln!("[harness] skipping store {store}: not in {STORES_ENV}");
-    }
+    setup::run_for_setup(store, EtcdSetup::Etcd34, body)
 }
 
 /// Writes and reads one store of an [`EtcdServer`](crate::EtcdServer) or
@@ -213,20 +208,25 @@ impl<'a> StoreWriter<'a> {
         }
     }
 
-    /// Watchers registered in this store, from etcd's `/metrics`: v3
+    /// Watchers registered in this store, from the member's `/metrics`: v3
     /// `etcd_debugging_mvcc_watcher_total` (one per watched range), v2
-    /// `etcd_debugging_store_watchers` (one per open v2 watch request).
+    /// `etcd_debugging_store_watchers` (3.4) or `etcd_store_watchers` (2.3.7): one per open
+    /// v2 watch request (a long-poll counts while it waits).
     pub fn watchers(&self) -> u64 {
-        let name = match self.store {
-            Store::V3 => "etcd_debugging_mvcc_watcher_total",
-            Store::V2 => "etcd_debugging_store_watchers",
+        let names: &[&str] = match self.store {
+            Store::V3 => &["etcd_debugging_mvcc_watcher_total"],
+            Store::V2 => &["etcd_debugging_store_watchers", "etcd_store_watchers"],
         };
         let page = self.ok("metrics", "", self.api.send("GET", "/metrics", &[], b""));
-        page.text()
-            .lines()
-            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .find_map(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} not in etcd's /metrics")) as u64
+        let text = page.text();
+        names
+            .iter()
+            .find_map(|name| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .find_map(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or_else(|| panic!("none of {names:?} in etcd's /metrics")) as u64
     }
 
     /// The store's current revision: v3 header revision, v2 `X-Etcd-Index`.
@@ -246,19 +246,23 @@ impl<'a> StoreWriter<'a> {
     }
 }
 
-/// Defines a test that runs once per service binary **and** etcd store: a module `name` with
-/// `name::lainlet_v3`, `name::lainlet_v2`, `name::lainlet_smol_v3` and `name::lainlet_smol_v2`,
-/// each going through [`run_for_store`](crate::run_for_store) (`LAINLET_TEST_STORES`; checked
-/// first, so a deselected store needs no binary) and [`run_for_kind`](crate::run_for_kind)
-/// (`LAINLET_TEST_KINDS`). Attributes (e.g.
-/// `#[ignore]`) apply to all four.
+/// Defines a test that runs once per service binary **and** etcd store and setup: a module
+/// `name` with `name::lainlet_v3`, `name::lainlet_v2` (etcd 3.4's v2 emulation),
+/// `name::lainlet_v2_etcd2` (an etcd 2.3.7 member), `name::lainlet_v2_proxy` (a 2.3.7 member
+/// behind a 2.3.7 proxy, the service connected to the proxy), and the same four
+/// `name::lainlet_smol_*`. Each goes through [`run_for_setup`](crate::run_for_setup)
+/// (`LAINLET_TEST_STORES`, the 2.3.7 binary; checked first, so a deselected setup needs no
+/// binary), which makes [`EtcdServer::new`](crate::EtcdServer::new) start that setup, and
+/// [`run_for_kind`](crate::run_for_kind) (`LAINLET_TEST_KINDS`). Attributes (e.g. `#[ignore]`)
+/// apply to all eight. A body that needs etcd 3.4 opts out with
+/// [`skip_unless_etcd34`](crate::skip_unless_etcd34).
 ///
 /// ```ignore
 /// store_conformance_test!(fn delete_is_exact(kind, store) {
 ///     let etcd = EtcdServer::new().unwrap();
 ///     let w = etcd.with_store(store);
 ///     w.put("/lain/deployd/pod_groups/hello/hello.web.web", "{}");
-///     // … start `kind` reading `store` …
+///     // … start `kind` reading `store` at `etcd.endpoint()` …
 /// });
 /// ```
 #[macro_export]
@@ -270,32 +274,58 @@ macro_rules! store_conformance_test {
 
             fn body($kind: $crate::ServiceKind, $store: $crate::Store) $body
 
-            fn run(kind: $crate::ServiceKind, store: $crate::Store) {
-                $crate::run_for_store(store, |store| $crate::run_for_kind(kind, |kind| body(kind, store)))
+            fn run(kind: $crate::ServiceKind, store: $crate::Store, setup: $crate::EtcdSetup) {
+                $crate::run_for_setup(store, setup, |store| {
+                    $crate::run_for_kind(kind, |kind| body(kind, store))
+                })
             }
 
             $(#[$meta])*
             #[test]
             fn lainlet_v3() {
-                run($crate::ServiceKind::Tokio, $crate::Store::V3)
+                run($crate::ServiceKind::Tokio, $crate::Store::V3, $crate::EtcdSetup::Etcd34)
             }
 
             $(#[$meta])*
             #[test]
             fn lainlet_v2() {
-                run($crate::ServiceKind::Tokio, $crate::Store::V2)
+                run($crate::ServiceKind::Tokio, $crate::Store::V2, $crate::EtcdSetup::Etcd34)
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn lainlet_v2_etcd2() {
+                run($crate::ServiceKind::Tokio, $crate::Store::V2, $crate::EtcdSetup::Etcd2)
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn lainlet_v2_proxy() {
+                run($crate::ServiceKind::Tokio, $crate::Store::V2, $crate::EtcdSetup::Etcd2Proxy)
             }
 
             $(#[$meta])*
             #[test]
             fn lainlet_smol_v3() {
-                run($crate::ServiceKind::Smol, $crate::Store::V3)
+                run($crate::ServiceKind::Smol, $crate::Store::V3, $crate::EtcdSetup::Etcd34)
             }
 
             $(#[$meta])*
             #[test]
             fn lainlet_smol_v2() {
-                run($crate::ServiceKind::Smol, $crate::Store::V2)
+                run($crate::ServiceKind::Smol, $crate::Store::V2, $crate::EtcdSetup::Etcd34)
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn lainlet_smol_v2_etcd2() {
+                run($crate::ServiceKind::Smol, $crate::Store::V2, $crate::EtcdSetup::Etcd2)
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn lainlet_smol_v2_proxy() {
+                run($crate::ServiceKind::Smol, $crate::Store::V2, $crate::EtcdSetup::Etcd2Proxy)
             }
         }
     };

@@ -161,3 +161,31 @@ pub(crate) fn kill_and_reap(child: &mut Child) {
 pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     wait_for(timeout, || child.try_wait().ok().flatten())
 }
+
+/// Copies the directory `from` recursively to `to` (which must not exist yet): files with
+/// their bytes and permissions, subdirectories; symlinks are refused with an error.
+pub fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    if to.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("copy_dir: {} exists", to.display()),
+        ));
+    }
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+        } else {
+            return Err(io::Error::other(format!(
+                "copy_dir: {} is neither a file nor a directory",
+                src.display()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -25,6 +25,11 @@ fn health(svc: &Service) -> String {
 }
 
 store_conformance_test!(fn losing_the_quorum_reports_stale_and_regaining_it_recovers(kind, store) {
+    if skip_unless_etcd34("a 3-member cluster is etcd 3.4 only; a 2.3.7 member lost behind its \
+        proxy is e2e_proxy.rs's the_member_gone_behind_a_live_proxy_reports_stale_then_ok")
+    {
+        return;
+    }
     let mut cluster = EtcdCluster::new(3).expect("start a 3-member etcd cluster");
     let w = cluster.with_store(store);
     w.put("/lain/config/vip", "192.168.77.201");

@@ -8,19 +8,23 @@ use std::time::Duration;
 use common::*;
 use lainlet_tests::*;
 
-/// Reads the service can make of `store`, from etcd's `/metrics`: v3 `Range` calls (gRPC and
-/// the JSON gateway alike), v2 reads of the keys store.
+/// Reads the service can make of `store`, from the member's `/metrics`: v3 `Range` calls (gRPC
+/// and the JSON gateway alike), v2 reads of the keys store (3.4 `etcd_debugging_store_…`, 2.3.7
+/// `etcd_store_…`; through a proxy they reach the member the same).
 fn reads(etcd: &EtcdServer, store: Store) -> f64 {
     let page = HttpClient::new()
-        .get(&etcd.endpoint(), "/metrics")
+        .get(&etcd.member_endpoint(), "/metrics")
         .expect("etcd /metrics")
         .text();
-    let prefix = match store {
-        Store::V3 => "grpc_server_started_total{grpc_method=\"Range\"",
-        Store::V2 => "etcd_debugging_store_reads_total{",
+    let prefixes: &[&str] = match store {
+        Store::V3 => &["grpc_server_started_total{grpc_method=\"Range\""],
+        Store::V2 => &[
+            "etcd_debugging_store_reads_total{",
+            "etcd_store_reads_total{",
+        ],
     };
     page.lines()
-        .filter(|l| l.starts_with(prefix))
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
