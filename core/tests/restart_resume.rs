@@ -408,6 +408,12 @@ fn a_compacted_revision_no_answer_or_an_etcd_failure_gets_init() {
         EtcdStep::Connect { .. }
     ));
     h.engine.handle_etcd_connected(later);
+    // The reconnect first proves that etcd still has the newest write served.
+    let EtcdStep::ProveHistory { revision, .. } = h.engine.poll_etcd(later) else {
+        panic!("a reconnect proves the history served");
+    };
+    let proven = h.engine.handle_history_proof(later, Ok(Some(revision)));
+    assert_eq!(proven, lainlet_core::QuorumOutcome::Continues);
     assert!(matches!(h.engine.poll_etcd(later), EtcdStep::Watch { .. }));
     assert_eq!(
         h.engine.poll_etcd_check(later).1,
