@@ -12,10 +12,32 @@ use proptest::prelude::*;
 
 /// The recorded answers, as (status, `X-Etcd-Index`, body without its transfer encoding).
 fn recorded() -> Vec<(u16, Option<String>, Vec<u8>)> {
-    const FILES: [&[u8]; 11] = [
+    const FILES: [&[u8]; 33] = [
+        include_bytes!("../src/etcd/recorded/etcd2_probe_keys.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_probe_missing.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_snapshot_missing.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_snapshot_tree.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_watch_cleared.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_watch_once_history_hit.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_watch_once_live.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_watch_stream_live.http"),
+        include_bytes!("../src/etcd/recorded/etcd2_watch_stream_one_event.http"),
         include_bytes!("../src/etcd/recorded/probe_keys.http"),
         include_bytes!("../src/etcd/recorded/probe_missing.http"),
         include_bytes!("../src/etcd/recorded/probe_v2_not_served.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_probe_keys.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_probe_member_down.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_probe_member_down_later.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_probe_missing.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_snapshot_missing.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_snapshot_tree.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_cleared.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_member_down.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_member_killed.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_once_history_hit.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_once_live.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_stream_live.http"),
+        include_bytes!("../src/etcd/recorded/proxy2_watch_stream_one_event.http"),
         include_bytes!("../src/etcd/recorded/snapshot_missing.http"),
         include_bytes!("../src/etcd/recorded/snapshot_tree.http"),
         include_bytes!("../src/etcd/recorded/v3_probe_empty.http"),
@@ -25,7 +47,12 @@ fn recorded() -> Vec<(u16, Option<String>, Vec<u8>)> {
         include_bytes!("../src/etcd/recorded/watch_stream_history_hit.http"),
         include_bytes!("../src/etcd/recorded/watch_stream_live.http"),
     ];
-    FILES.iter().map(|raw| split(raw)).collect()
+    // (A streaming watch through etcd 2.3.7's proxy on a quiet store recorded no bytes at all.)
+    FILES
+        .iter()
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| split(raw))
+        .collect()
 }
 
 /// Status, `X-Etcd-Index` and the de-chunked body of one recorded answer.
@@ -46,8 +73,13 @@ fn split(raw: &[u8]) -> (u16, Option<String>, Vec<u8>) {
         if size == 0 {
             break;
         }
-        body.extend_from_slice(&after.as_bytes()[..size]);
-        rest = &after[size + 2..];
+        // A stream recorded while still open may stop inside a chunk.
+        let Some(chunk) = after.as_bytes().get(..size) else {
+            body.extend_from_slice(after.as_bytes());
+            break;
+        };
+        body.extend_from_slice(chunk);
+        rest = after.get(size + 2..).unwrap_or_default();
     }
     (status, index, body)
 }

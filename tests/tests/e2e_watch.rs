@@ -151,7 +151,9 @@ store_conformance_test!(fn one_etcd_watch_serves_many_clients(kind, store) {
     for w in watches.iter_mut().step_by(paths.len()) {
         expect_frame(w, "the config update", 5 * SEC, |f| f.event == "update");
     }
-    assert_eq!(etcd.watchers(), 1, "still one etcd watcher for 50 clients");
+    // v2 re-issues its long poll after each answer: for a moment etcd counts none.
+    assert!(wait_until(5 * SEC, || etcd.watchers() == 1), "still one etcd watcher for 50 clients");
+    assert!((0..20).all(|_| etcd.watchers() <= 1), "never more than one");
     if store == Store::V3 {
         assert_eq!(server.watch_stream_count(), 1); // v2: a watcher is its own stream
     }

@@ -441,3 +441,115 @@ fn a_history_proof_reads_one_keys_modified_index() {
     };
     assert!(parse_proof(html).is_err());
 }
+
+// etcd 2.3.7, the etcd of every LAIN cluster: a member, and `etcd --proxy on` in front of it
+// (what lainlet reads on most nodes). Recorded over a raw socket, see `recorded/README.md`.
+
+#[test]
+fn etcd_2_3_7_and_its_proxy_answer_a_long_poll_with_one_event_as_3_4_does() {
+    for raw in [
+        &include_bytes!("../recorded/etcd2_watch_once_history_hit.http")[..],
+        &include_bytes!("../recorded/proxy2_watch_once_history_hit.http")[..],
+    ] {
+        let r = recorded(raw);
+        let m = parse_watch(answer(&r)).unwrap();
+        assert_eq!(
+            m.events,
+            vec![put("/lain/config/vip", "192.168.77.201", 4)],
+            "the first write at or after waitIndex, from etcd's history"
+        );
+        assert_eq!((m.last, m.last_event_revision), (true, Some(4)));
+    }
+    // Answered live through the proxy (its head comes only with the event).
+    let r = recorded(include_bytes!("../recorded/proxy2_watch_once_live.http"));
+    let m = parse_watch(answer(&r)).unwrap();
+    assert_eq!(
+        m.events,
+        vec![put("/lain/config/vip", "192.168.77.202", 12)]
+    );
+    assert_eq!(m.header_revision, 11, "the index when the poll was made");
+}
+
+#[test]
+fn through_the_proxy_a_quorum_read_shows_the_members_index_and_cluster() {
+    let r = recorded(include_bytes!("../recorded/etcd2_probe_keys.http"));
+    let direct = parse_quorum(answer(&r)).unwrap();
+    assert_eq!(
+        direct,
+        EtcdIdentity {
+            revision: 10,
+            cluster_id: Some(0x4763_dbe0_45f3_53e4)
+        }
+    );
+    let r = recorded(include_bytes!("../recorded/proxy2_probe_keys.http"));
+    let proxied = parse_quorum(answer(&r)).unwrap();
+    assert_eq!(
+        proxied.cluster_id, direct.cluster_id,
+        "the proxy passes it on"
+    );
+    assert_eq!(parse_probe(answer(&r)), Probe::Keys);
+}
+
+#[test]
+fn a_proxy_whose_member_is_gone_fails_the_poll_and_the_quorum_check() {
+    // The poll waiting when the member died: 200, no body.
+    let r = recorded(include_bytes!(
+        "../recorded/proxy2_watch_member_killed.http"
+    ));
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    let e = parse_watch(answer(&r)).unwrap_err();
+    assert!(
+        matches!(&e, CodecError::Shape(m) if m.contains("proxy")),
+        "{e}"
+    );
+    // Then the proxy's own errors, without etcd's errorCode.
+    for raw in [
+        &include_bytes!("../recorded/proxy2_probe_member_down.http")[..],
+        &include_bytes!("../recorded/proxy2_watch_member_down.http")[..],
+        &include_bytes!("../recorded/proxy2_probe_member_down_later.http")[..],
+    ] {
+        let r = recorded(raw);
+        assert!(r.status == 502 || r.status == 503, "{}", r.status);
+        let reason = parse_quorum(answer(&r)).unwrap_err();
+        assert!(reason.contains("proxy:"), "{reason}");
+        assert!(parse_watch(answer(&r)).is_err());
+        assert!(matches!(parse_probe(answer(&r)), Probe::Failed(_)));
+    }
+}
+
+#[test]
+fn etcd_2_3_7_clears_its_history_as_3_4_does() {
+    for raw in [
+        &include_bytes!("../recorded/etcd2_watch_cleared.http")[..],
+        &include_bytes!("../recorded/proxy2_watch_cleared.http")[..],
+    ] {
+        let r = recorded(raw);
+        let m = parse_watch(answer(&r)).unwrap();
+        assert!(m.canceled && m.compact_revision > 0, "{m:?}");
+    }
+    let r = recorded(include_bytes!("../recorded/proxy2_watch_cleared.http"));
+    let m = parse_watch(answer(&r)).unwrap();
+    assert_eq!((m.compact_revision, m.header_revision), (220, 1219));
+}
+
+#[test]
+fn etcd_2_3_7_snapshots_hold_the_same_keys_directly_and_through_the_proxy() {
+    let keys = |raw: &[u8]| -> Vec<String> {
+        let s = parse_snapshot(answer(&recorded(raw))).unwrap();
+        s.kvs.into_iter().map(|kv| kv.key).collect()
+    };
+    let direct = keys(include_bytes!("../recorded/etcd2_snapshot_tree.http"));
+    let proxied = keys(include_bytes!("../recorded/proxy2_snapshot_tree.http"));
+    let on_3_4 = keys(include_bytes!("../recorded/snapshot_tree.http"));
+    assert_eq!(direct, on_3_4, "the same writes as the 3.4 recording");
+    assert_eq!(proxied, direct);
+    for raw in [
+        &include_bytes!("../recorded/etcd2_snapshot_missing.http")[..],
+        &include_bytes!("../recorded/proxy2_snapshot_missing.http")[..],
+    ] {
+        assert!(parse_snapshot(answer(&recorded(raw)))
+            .unwrap()
+            .kvs
+            .is_empty());
+    }
+}
