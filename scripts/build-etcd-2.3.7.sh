@@ -19,7 +19,7 @@ if [ -x "$out/etcd" ] && "$out/etcd" --version 2>/dev/null | grep -q '2\.3\.7'; 
 fi
 missing=""
 [ -f "$upstream/etcd-2.3.7.tar.gz" ] || missing="$upstream/etcd-2.3.7.tar.gz"
-[ -x "$upstream/build-etcd-2.3.7.sh" ] || missing="$missing $upstream/build-etcd-2.3.7.sh"
+[ -f "$upstream/build-etcd-2.3.7.sh" ] || missing="$missing $upstream/build-etcd-2.3.7.sh"
 if [ -n "$missing" ]; then
   msg="etcd 2.3.7 cannot be built, missing:$missing (the v2 tests on a 2.3.7 member and proxy need it)"
   if [ "${CI:-}" = true ]; then
@@ -30,4 +30,5 @@ if [ -n "$missing" ]; then
   exit 0
 fi
 echo "building etcd 2.3.7 into $out (about a minute)" >&2
-"$upstream/build-etcd-2.3.7.sh" "$out"
+bash "$upstream/build-etcd-2.3.7.sh" "$out" >&2
+echo "$out/etcd"
