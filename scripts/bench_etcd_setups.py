@@ -7,10 +7,11 @@ and etcd 3.4's v3 store. For each setup and data set, each binary is started aga
 (the original only on v2: it reads nothing else) and measured:
 
   ready    time from the process's start to its first answer holding the data (GET)
-  change   one change on a quiet cluster: etcd's write acknowledged -> the SSE frame
-           holding it arrives at a watcher (20 changes, 0.5 s apart: p50, p99, max)
-  reads    etcd requests per change during those 20 (2.3.7 only: its member's
-           etcd_http_received_total, GET + QGET; 1 = the watch itself)
+  change   one change on a quiet cluster: from just before the write is sent to etcd (so
+           etcd's commit is included, as in lainlet-load) until the SSE frame holding it
+           arrives at a watcher (20 changes, 0.5 s apart: p50, p99, max)
+  reads    etcd reads per change besides the watch during those 20 (2.3.7 only: its
+           member's etcd_http_received_total for GET and QGET, which leaves watches out)
   storm    2,000 writes as fast as one writer goes (one key, values 0..1999): time from
            the last write's acknowledgement until a GET answers the last value
   restore  etcd stopped, its data dir replaced by a copy taken 5 writes earlier, started
@@ -25,7 +26,7 @@ by itself; bounded waits everywhere.
 """
 
 import argparse
-import http.client
+import http.client as httpc
 import json
 import os
 import shutil
@@ -65,7 +66,7 @@ def wait_until(pred, limit, step=0.005):
 
 
 def http(port, method, path, body=None, timeout=5.0):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c = httpc.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {}
         if body is not None:
@@ -175,7 +176,7 @@ def b64(s):
 
 
 def http_v3(port, path, body):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c = httpc.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         c.request("POST", path, body=json.dumps(body))
         r = c.getresponse()
@@ -189,7 +190,7 @@ class Writer:
 
     def __init__(self, etcd):
         self.etcd = etcd
-        self.c = http.client.HTTPConnection("127.0.0.1", etcd.member_port, timeout=10)
+        self.c = httpc.HTTPConnection("127.0.0.1", etcd.member_port, timeout=10)
 
     def put(self, key, value):
         if self.etcd.v3:
@@ -297,13 +298,13 @@ def measure(kind, etcd, workdir, changes):
         w = Writer(etcd)
         for i in range(changes):
             value = f"quiet-{i}-{time.time_ns()}"
+            sent = now()
             w.put("/lain/config/bench", value)
-            acked = now()
             arrived = reader.when(value, 10)
             if arrived is None:
                 lat.append(float("inf"))
             else:
-                lat.append((arrived - acked) * 1000)
+                lat.append((arrived - sent) * 1000)
             time.sleep(0.5)
         reads1 = etcd.reads()
         reader.close()

@@ -202,6 +202,8 @@ fn restore_and_write_more_than_was_lost(kind: ServiceKind, store: Store, setup: 
     wait_json(&svc, CONFIG, &etcd_config_in(&etcd, store));
     let applied = served_revision(&svc);
 
+    let disconnects = || metric(&svc, "lainlet_etcd_disconnects_total").unwrap_or(0.0);
+    let before = disconnects();
     svc.signal(libc::SIGSTOP).unwrap();
     etcd.stop();
     etcd.restore_data_dir(&copy).expect("restore the copy");
@@ -220,6 +222,12 @@ fn restore_and_write_more_than_was_lost(kind: ServiceKind, store: Store, setup: 
     );
     let valid = vec![etcd_config_in(&etcd, store)];
     svc.signal(libc::SIGCONT).unwrap();
+    // Until lainlet has run again and seen its connection broken, it answers from before the
+    // freeze; from then on it must not say `ok` on a state etcd has not held.
+    assert!(
+        wait_until(10 * SEC, || disconnects() > before),
+        "lainlet noticed its broken etcd connection"
+    );
     let watch = HealthWatch::start(&svc);
     let converged = converges(
         &svc,
