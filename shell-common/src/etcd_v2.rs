@@ -11,6 +11,7 @@
 //!   wait is the engine's (`EtcdStep::Watch::until`).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -230,6 +231,7 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
             endpoint: self.endpoint()?,
             start_revision,
             step: PollStep::Created,
+            in_flight: None,
         })
     }
 }
@@ -241,6 +243,10 @@ pub struct V2Watch<H: HttpGet, R> {
     endpoint: Endpoint<H, R>,
     start_revision: i64,
     step: PollStep,
+    /// The poll, once sent: kept here, so that a caller who stops waiting for [`EtcdWatch::next`]
+    /// (a check's timer came first) and calls it again waits for the same request instead of
+    /// sending another one.
+    in_flight: Option<Pin<Box<dyn Future<Output = anyhow::Result<Called>> + Send>>>,
 }
 
 /// Where a [`V2Watch`] is.
@@ -261,9 +267,15 @@ impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
                 }))
             }
             PollStep::Polling => {
-                let path = v2::watch_path(self.start_revision);
-                let called = self.endpoint.exchange(&path).await.context("watch")?;
+                let in_flight = self.in_flight.get_or_insert_with(|| {
+                    let (endpoint, path) =
+                        (self.endpoint.clone(), v2::watch_path(self.start_revision));
+                    Box::pin(async move { endpoint.exchange(&path).await })
+                });
+                let called = in_flight.as_mut().await;
+                self.in_flight = None;
                 self.step = PollStep::Answered;
+                let called = called.context("watch")?;
                 Ok(Some(v2::parse_watch(called.answer()).context("watch")?))
             }
             PollStep::Answered => Ok(None),
