@@ -8,27 +8,6 @@ use std::time::Duration;
 use common::*;
 use lainlet_tests::*;
 
-/// Reads the service can make of `store`, from the member's `/metrics`: v3 `Range` calls (gRPC
-/// and the JSON gateway alike), v2 reads of the keys store (3.4 `etcd_debugging_store_…`, 2.3.7
-/// `etcd_store_…`; through a proxy they reach the member the same).
-fn reads(etcd: &EtcdServer, store: Store) -> f64 {
-    let page = HttpClient::new()
-        .get(&etcd.member_endpoint(), "/metrics")
-        .expect("etcd /metrics")
-        .text();
-    let prefixes: &[&str] = match store {
-        Store::V3 => &["grpc_server_started_total{grpc_method=\"Range\""],
-        Store::V2 => &[
-            "etcd_debugging_store_reads_total{",
-            "etcd_store_reads_total{",
-        ],
-    };
-    page.lines()
-        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 store_conformance_test!(fn a_silent_watch_checks_the_quorum_once_a_period_not_in_a_loop(kind, store) {
     let etcd = etcd_with_original_in(store);
     let svc = command_in(kind, &etcd, store)
@@ -40,11 +19,11 @@ store_conformance_test!(fn a_silent_watch_checks_the_quorum_once_a_period_not_in
     // reads of etcd take three periods at least (a check is one read; 2 s allows for a v2
     // check that took two). A service that never checks fails the wait; one that checks back
     // to back makes them in milliseconds.
-    let (before, started) = (reads(&etcd, store), std::time::Instant::now());
+    let (before, started) = (etcd_reads(&etcd, store), std::time::Instant::now());
     assert!(
-        wait_until(15 * SEC, || reads(&etcd, store) - before >= 4.0),
+        wait_until(15 * SEC, || etcd_reads(&etcd, store) - before >= 4.0),
         "no quorum checks in 15 s of silence ({} reads)",
-        reads(&etcd, store) - before
+        etcd_reads(&etcd, store) - before
     );
     let took = started.elapsed();
     assert!(

@@ -170,7 +170,10 @@ conformance_test!(fn detection_reads_v2_when_both_stores_hold_keys_and_says_how_
 
 conformance_test!(fn an_empty_cluster_reads_v2_and_switches_when_v3_gets_the_data(kind) {
     let etcd = EtcdServer::new().unwrap();
-    let svc = command(kind, &etcd).args(["--etcd-api-recheck", "1"]).start().unwrap();
+    let svc = command(kind, &etcd)
+        .args(["--etcd-api-recheck", "1", "--quorum-check-after", "1"])
+        .start()
+        .unwrap();
     let health = svc.get("/healthz").json();
     assert_eq!((health["status"].as_str(), health["store"].as_str()), (Some("ok"), Some("v2")));
     assert!(svc.log().contains("provisional"), "{}", svc.log());
@@ -189,26 +192,37 @@ conformance_test!(fn an_empty_cluster_reads_v2_and_switches_when_v3_gets_the_dat
     assert_eq!(svc.get(CONFIG).json(), etcd_config(&etcd));
     assert_eq!(metric(&svc, "lainlet_etcd_store_switches_total"), Some(1.0));
     assert!(svc.log().contains("switching from v2 to v3"), "{}", svc.log());
-    // Settled now: v2 data written later is not read.
+    // Settled now: v2 data written later is not read, while lainlet goes on checking etcd
+    // (a recheck every second would have switched back by then).
     etcd.v2_put("/lain/config/vip", "10.0.0.3");
     wait_revision(&svc, etcd.put("/lain/config/vip", "10.0.0.4"));
-    std::thread::sleep(2 * SEC);
+    assert!(wait_etcd_reads(&etcd, Store::V3, 3.0, 15 * SEC), "lainlet checks etcd");
     assert_eq!(vip(&svc), "10.0.0.4");
     assert_eq!(metric(&svc, "lainlet_etcd_store_switches_total"), Some(1.0));
 });
 
 conformance_test!(fn an_empty_cluster_reads_v2_and_stays_when_v2_gets_the_data(kind) {
     let etcd = EtcdServer::new().unwrap();
-    let svc = command(kind, &etcd).args(["--etcd-api-recheck", "1"]).start().unwrap();
+    let svc = command(kind, &etcd)
+        .args(["--etcd-api-recheck", "1", "--quorum-check-after", "1"])
+        .start()
+        .unwrap();
     assert_eq!(svc.get("/healthz").json()["store"], "v2");
     let dump = lainlet_fixtures::original();
     let index = etcd.v2_load(dump.kvs.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())));
     wait_revision(&svc, index);
     assert_eq!(svc.get(CONFIG).json(), etcd_config_in(&etcd, Store::V2));
     // Once it has been asked again, v2 holds keys: settled; v3 data does not move it.
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        wait_until(10 * SEC, || svc
+            .log()
+            .lines()
+            .any(|l| l.contains("etcd store: reading v2") && !l.contains("provisional"))),
+        "asked again and settled: {}",
+        svc.log()
+    );
     etcd.put("/lain/config/vip", "10.0.0.5");
-    std::thread::sleep(2 * SEC);
+    assert!(wait_etcd_reads(&etcd, Store::V2, 3.0, 15 * SEC), "lainlet checks etcd");
     assert_eq!(vip(&svc), VIP);
     assert_eq!(metric(&svc, "lainlet_etcd_store_switches_total"), Some(0.0));
     assert_eq!(metric(&svc, "lainlet_snapshots_total"), Some(1.0), "followed, never re-read");

@@ -160,3 +160,31 @@ pub fn expect_frame(
         .wait_frame(pred, timeout)
         .unwrap_or_else(|| panic!("no frame {what} within {timeout:?}"))
 }
+
+/// Reads the service can make of `store`, from the member's `/metrics`: v3 `Range` calls (gRPC
+/// and the JSON gateway alike), v2 reads of the keys store (3.4 `etcd_debugging_store_…`, 2.3.7
+/// `etcd_store_…`; through a proxy they reach the member the same).
+pub fn etcd_reads(etcd: &EtcdServer, store: Store) -> f64 {
+    let page = HttpClient::new()
+        .get(&etcd.member_endpoint(), "/metrics")
+        .expect("etcd /metrics")
+        .text();
+    let prefixes: &[&str] = match store {
+        Store::V3 => &["grpc_server_started_total{grpc_method=\"Range\""],
+        Store::V2 => &[
+            "etcd_debugging_store_reads_total{",
+            "etcd_store_reads_total{",
+        ],
+    };
+    page.lines()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits (bounded by `timeout`) until the service has read `store` `n` more times (its quorum
+/// checks of a silent watch, with `--quorum-check-after 1`: time for it to act has passed).
+pub fn wait_etcd_reads(etcd: &EtcdServer, store: Store, n: f64, timeout: Duration) -> bool {
+    let before = etcd_reads(etcd, store);
+    wait_until(timeout, || etcd_reads(etcd, store) - before >= n)
+}
