@@ -34,7 +34,7 @@ smoke=1
 for arg in "$@"; do
   case "$arg" in
     --no-smoke) smoke=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "check-release.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
