@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --linux-3.10) # the interpreter itself: the unit's environment below has only a plain PATH
       old_kernel=("$(python3 -c 'import sys; print(sys.executable)')" "$root_dir/scripts/linux-3.10.py") ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "check-package.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
