@@ -8,6 +8,10 @@
 # `systemctl stop` sends). systemd itself need not run here.
 #   scripts/check-package.sh              build, check, install, run, purge
 #   scripts/check-package.sh --no-build   check the newest <target>/debian/lainlet_*.deb as built
+#   scripts/check-package.sh --deb FILE   check that package (scripts/check-release.sh passes the
+#                                         portable one of target/dist/), no build
+#   scripts/check-package.sh --linux-3.10 run the binary under scripts/linux-3.10.py: every
+#                                         system call newer than CentOS 7's kernel fails (ENOSYS)
 #   scripts/check-package.sh --keep       leave the package installed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,14 +19,19 @@ root_dir=$(pwd)
 
 CARGO_DEB_VERSION=3.8.0 # builds with Rust 1.95; pinned so that every machine makes the same package
 
-build=1 keep=0
-for arg in "$@"; do
-  case "$arg" in
+build=1 keep=0 deb="" old_kernel=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --no-build) build=0 ;;
+    --deb) [ $# -ge 2 ] || { echo "check-package.sh: --deb needs a file" >&2; exit 2; }
+      deb=$(realpath "$2"); build=0; shift ;;
+    --linux-3.10) # the interpreter itself: the unit's environment below has only a plain PATH
+      old_kernel=("$(python3 -c 'import sys; print(sys.executable)')" "$root_dir/scripts/linux-3.10.py") ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) echo "check-package.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "check-package.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 t0=$(date +%s)
@@ -38,10 +47,13 @@ if [ $build = 1 ]; then
   step "cargo deb -p lainlet-tokio"
   cargo deb -p lainlet-tokio --locked
 fi
-target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-deb=$(ls -t "$target_dir"/debian/lainlet_*.deb 2>/dev/null | head -n 1 || true)
-[ -n "$deb" ] || fail "no $target_dir/debian/lainlet_*.deb (build it: cargo deb -p lainlet-tokio)"
+if [ -z "$deb" ]; then
+  target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  deb=$(ls -t "$target_dir"/debian/lainlet_*.deb 2>/dev/null | head -n 1 || true)
+  [ -n "$deb" ] || fail "no $target_dir/debian/lainlet_*.deb (build it: cargo deb -p lainlet-tokio)"
+fi
+[ -f "$deb" ] || fail "no such package: $deb"
 
 step "contents of $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
@@ -83,7 +95,8 @@ fi
 unit="$prefix/${unit_rel#./}"
 defaults="$prefix/etc/default/lainlet"
 bin="$prefix/usr/bin/lainlet"
-version_out="$("$bin" -v 2>&1)" || fail "$bin -v exited with $?"
+[ ${#old_kernel[@]} = 0 ] || echo "(running $bin under scripts/linux-3.10.py: no system call newer than Linux 3.10)"
+version_out="$("${old_kernel[@]}" "$bin" -v 2>&1)" || fail "$bin -v exited with $?"
 grep -q "Lainlet Version" <<<"$version_out" || fail "$bin -v: $version_out"
 if [ $installed = 1 ] && command -v systemd-analyze >/dev/null 2>&1; then
   step "systemd-analyze verify $unit"
@@ -156,7 +169,7 @@ hard=$(ulimit -Hn)
   nofile=$hard
 }
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${unit_env[@]}" \
-  prlimit --nofile=1024:"$nofile" "${argv[@]}" >"$tmp/lainlet.log" 2>&1 &
+  prlimit --nofile=1024:"$nofile" "${old_kernel[@]}" "${argv[@]}" >"$tmp/lainlet.log" 2>&1 &
 lainlet_pid=$!
 ready=0
 for _ in $(seq 200); do

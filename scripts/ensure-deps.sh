@@ -10,16 +10,22 @@
 #                   Skipped when the venv's marker records the same requirements and Python.
 #   --with-browser  Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)
 #                   for the headless browser tests
+#   --with-release  what scripts/release.sh and scripts/check-release.sh use: Debian's rpm
+#                   (rpmbuild, rpm, rpm2archive), xz-utils, binutils (objcopy, objdump, strip,
+#                   readelf), and a virtualenv at target/release-venv (or $LAINLET_RELEASE_VENV)
+#                   with the pinned cargo-zigbuild and ziglang of scripts/release-tools.txt
+#                   (skipped when its marker records the same file and Python)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-with_etcd=0 with_python=0 with_browser=0
+with_etcd=0 with_python=0 with_browser=0 with_release=0
 for arg in "$@"; do
   case "$arg" in
     --with-etcd) with_etcd=1 ;;
     --with-python) with_python=1 ;;
     --with-browser) with_browser=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --with-release) with_release=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "ensure-deps.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,14 +37,20 @@ if [ $with_etcd = 1 ]; then
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
   command -v etcdctl >/dev/null 2>&1 || [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 fi
-if [ $with_python = 1 ]; then
+if [ $with_python = 1 ] || [ $with_release = 1 ]; then
   if ! command -v "$python" >/dev/null 2>&1; then
     need+=(python3 python3-venv)
   elif ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     # Debian splits venv/ensurepip out of python3; a venv without pip is useless here
     need+=(python3-venv)
   fi
-  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  [ $with_python = 0 ] || command -v openssl >/dev/null 2>&1 || need+=(openssl)
+fi
+if [ $with_release = 1 ]; then
+  { command -v rpmbuild && command -v rpm2archive; } >/dev/null 2>&1 || need+=(rpm)
+  command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+  { command -v objcopy && command -v objdump && command -v readelf; } >/dev/null 2>&1 ||
+    need+=(binutils)
 fi
 if [ $with_browser = 1 ]; then
   if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
@@ -69,6 +81,25 @@ $(cat "$reqs")"
     "$python" -m venv --clear "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
       --only-binary=grpcio,grpcio-tools,protobuf -r "$reqs"
+    printf '%s' "$want" >"$marker"
+  fi
+fi
+
+if [ $with_release = 1 ]; then
+  venv="${LAINLET_RELEASE_VENV:-$root/target/release-venv}"
+  reqs="$root/scripts/release-tools.txt"
+  marker="$venv/.lainlet-release-tools"
+  want="$("$python" -c 'import sys; print(sys.executable, sys.version.split()[0])')
+$(cat "$reqs")"
+  if [ -x "$venv/bin/cargo-zigbuild" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ] \
+     && "$venv/bin/python" -c '' >/dev/null 2>&1; then
+    :
+  else
+    echo "creating the release tools' venv at $venv" >&2
+    rm -f "$marker"
+    "$python" -m venv --clear "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+      --only-binary=:all: -r "$reqs"
     printf '%s' "$want" >"$marker"
   fi
 fi
