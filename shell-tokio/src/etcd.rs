@@ -36,7 +36,6 @@ impl GrpcClient {
                 .with_user(user.clone(), password.clone())
                 .with_auto_token_refresh(true);
         }
-        #[cfg(feature = "tls")]
         if cli.etcd_tls() {
             use etcd_client::{Certificate, Identity, TlsOptions};
             let read = |p: &std::path::Path| {
