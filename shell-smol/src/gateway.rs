@@ -1,5 +1,5 @@
 //! etcd's v3 store through its JSON gateway, the v3 client of the smol shell: HTTP/1.1 by
-//! trillium-client, the request bodies and answers by [`lainlet_core::gateway`] (the v2 keys
+//! trillium-client (TLS through [`crate::tls`]), the request bodies and answers by [`lainlet_core::gateway`] (the v2 keys
 //! store's client is [`crate::etcd_v2`]).
 //!
 //! * snapshot: `POST /v3/kv/range` for the `/lain/` prefix;
@@ -25,12 +25,16 @@ use smol::io::AsyncReadExt;
 use smol::Timer;
 use trillium_client::{Client, Conn};
 
+use crate::tls::EtcdHttp;
+
 /// Longest line of the watch stream accepted (one watch response).
 const MAX_LINE: usize = MAX_ANSWER;
 
 /// The gateway of one endpoint at a time.
 pub struct GatewayClient {
     http: Client,
+    /// Where `http` comes from: a new client when the TLS files changed.
+    source: EtcdHttp,
     credentials: Option<(String, String)>,
     endpoint: Option<Endpoint>,
 }
@@ -43,11 +47,11 @@ struct Endpoint {
 }
 
 impl GatewayClient {
-    /// A client that authenticates with `credentials` (user, password) if given.
-    pub fn new(credentials: Option<(String, String)>) -> GatewayClient {
-        let connector = trillium_smol::ClientConfig::new().with_nodelay(true);
+    /// A client over `source` that authenticates with `credentials` (user, password) if given.
+    pub fn new(source: EtcdHttp, credentials: Option<(String, String)>) -> GatewayClient {
         GatewayClient {
-            http: Client::new(connector),
+            http: source.client(),
+            source,
             credentials,
             endpoint: None,
         }
@@ -120,9 +124,8 @@ impl EtcdClient for GatewayClient {
 
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
         self.endpoint = None;
-        if !url.starts_with("http://") {
-            bail!("{url}: lainlet-smol speaks plain http to etcd (use lainlet for TLS)");
-        }
+        // The TLS files as they are now (a rotated certificate from this connection on).
+        self.http = self.source.client();
         let mut endpoint = Endpoint {
             url: url.trim_end_matches('/').to_owned(),
             token: None,
