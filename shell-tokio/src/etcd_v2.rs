@@ -22,13 +22,16 @@ use lainlet_shell_common::rustls;
 /// The connector: TCP, and rustls for `https://` endpoints.
 type Connector = HttpsConnector<HttpConnector>;
 
+/// hyper's pooled client over [`Connector`].
+type PooledClient = Client<Connector, Empty<Bytes>>;
+
 /// hyper's client: connections to etcd are kept open and reused between requests; over TLS
 /// with the etcd TLS files as they are (a new client, so new connections, once they change).
 #[derive(Clone)]
 pub struct Hyper {
     tls: Option<Arc<EtcdTls>>,
     /// The client, and the generation of the TLS files it was built with.
-    client: Arc<Mutex<(u64, Client<Connector, Empty<Bytes>>)>>,
+    client: Arc<Mutex<(u64, PooledClient)>>,
 }
 
 impl Hyper {
@@ -44,7 +47,7 @@ impl Hyper {
     }
 
     /// The client for the TLS files as they are now.
-    fn client(&self) -> Client<Connector, Empty<Bytes>> {
+    fn client(&self) -> PooledClient {
         let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tls) = &self.tls {
             let material = tls.current();
@@ -58,7 +61,7 @@ impl Hyper {
 
 /// A pooled client over TLS with `config` (without: `https://` URLs cannot be verified and
 /// fail; start-up refuses them without `--etcd-ca`).
-fn build(config: Option<Arc<rustls::ClientConfig>>) -> Client<Connector, Empty<Bytes>> {
+fn build(config: Option<Arc<rustls::ClientConfig>>) -> PooledClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(3)));
     connector.set_nodelay(true);
