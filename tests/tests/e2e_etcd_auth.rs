@@ -156,7 +156,7 @@ fn enable_auth(etcd: &EtcdServer, store: Store) -> Root<'_> {
                 (
                     "/v2/auth/roles/lain-reader",
                     json!({"role": "lain-reader", "permissions": {"kv": {
-                        "read": ["/lain", "/lain/*"], "write": ["/lain/lainlet/*"]}}}),
+                        "read": ["/lain*"], "write": ["/lain/lainlet/*"]}}}),
                 ),
                 (
                     "/v2/auth/users/lainlet",
@@ -211,7 +211,7 @@ store_conformance_test!(fn a_read_only_user_serves_and_follows_etcd(kind, store)
     wait_json(&svc, CONFIG, &want);
     root.put("/lain/config/dns", "\"10.0.0.53\"");
     let mut want = want;
-    want["dns"] = json!("10.0.0.53");
+    want["dns"] = json!("\"10.0.0.53\"");
     wait_json(&svc, CONFIG, &want);
 });
 
