@@ -9,9 +9,12 @@
 //!   silent watch is checked by the engine's quorum check (a linearizable range on another
 //!   connection, see `lainlet_core::CheckPolicy`);
 //! * quorum check and drift check's key listing: keys-only `POST /v3/kv/range`;
-//! * authentication: `POST /v3/auth/authenticate` for a token sent as `Authorization`.
+//! * authentication: `POST /v3/auth/authenticate` for a token sent as `Authorization`, at
+//!   each connection and again when etcd says the token expired (`invalid auth token`; the
+//!   call is then made once more).
 
 use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -23,6 +26,7 @@ use lainlet_shell_common::etcd::{EtcdClient, EtcdWatch};
 use lainlet_shell_common::sync::{first, Either};
 use smol::io::AsyncReadExt;
 use smol::Timer;
+use tracing::debug;
 use trillium_client::{Client, Conn};
 
 use crate::tls::EtcdHttp;
@@ -41,9 +45,12 @@ pub struct GatewayClient {
 
 #[derive(Clone)]
 struct Endpoint {
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     url: String,
-    token: Option<String>,
+    /// The user and password to authenticate with, if any.
+    credentials: Option<(String, String)>,
+    /// The token of the last authentication (shared with the watch's copy of the endpoint).
+    token: Arc<Mutex<Option<String>>>,
 }
 
 impl GatewayClient {
@@ -70,10 +77,30 @@ impl Endpoint {
             .post(format!("{}{path}", self.url))
             .with_request_header("Content-Type", "application/json")
             .with_body(body);
-        if let Some(token) = &self.token {
-            conn = conn.with_request_header("Authorization", token.clone());
+        if let Some(token) = self.token() {
+            conn = conn.with_request_header("Authorization", token);
         }
         conn
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Authenticates with the credentials (if any) for a new token.
+    async fn authenticate(&self, http: &Client) -> anyhow::Result<()> {
+        let Some((name, password)) = &self.credentials else {
+            return Ok(());
+        };
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let body = gateway::auth_request(name, password);
+        let answer = self
+            .call_once(http, CALL_TIMEOUT, "/v3/auth/authenticate", body)
+            .await
+            .with_context(|| format!("authenticating to {}", self.url))?;
+        let token = gateway::parse_token(&answer)?;
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+        Ok(())
     }
 
     /// One unary call within `limit`: the answer's bytes (an error for any status but 200).
@@ -85,17 +112,63 @@ impl Endpoint {
         body: Vec<u8>,
     ) -> anyhow::Result<Vec<u8>> {
         let (status, answer) = self.exchange(http, limit, path, body).await?;
-        if status != 200 {
-            bail!(
-                "{path}: HTTP {status}: {}",
-                String::from_utf8_lossy(&answer).trim()
-            );
-        }
-        Ok(answer)
+        answer_of(path, status, answer)
     }
 
-    /// One unary call within `limit`: the answer's status and bytes.
+    /// [`Endpoint::call`] without a new token when etcd says the token expired.
+    async fn call_once(
+        &self,
+        http: &Client,
+        limit: Duration,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let (status, answer) = self.exchange_once(http, limit, path, body).await?;
+        answer_of(path, status, answer)
+    }
+
+    /// One unary call within `limit`: the answer's status and bytes. When etcd says the
+    /// token is no longer valid (it expired: `--auth-token-ttl`), a new one is asked for
+    /// and the call made once more.
     async fn exchange(
+        &self,
+        http: &Client,
+        limit: Duration,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let (status, answer) = self.exchange_once(http, limit, path, body.clone()).await?;
+        if self.credentials.is_none() || !gateway_token_expired(status, &answer) {
+            return Ok((status, answer));
+        }
+        debug!(
+            "etcd: the auth token of {} expired; authenticating again",
+            self.url
+        );
+        self.authenticate(http).await?;
+        self.exchange_once(http, limit, path, body).await
+    }
+}
+
+/// Whether an answer says the request's auth token is not (or no longer) valid.
+fn gateway_token_expired(status: u16, answer: &[u8]) -> bool {
+    status == 401 && String::from_utf8_lossy(answer).contains("invalid auth token")
+}
+
+/// The answer's bytes: an error for any status but 200.
+fn answer_of(path: &str, status: u16, answer: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if status != 200 {
+        bail!(
+            "{path}: HTTP {status}: {}",
+            String::from_utf8_lossy(&answer).trim()
+        );
+    }
+    Ok(answer)
+}
+
+impl Endpoint {
+    /// One unary call within `limit`: the answer's status and bytes.
+    async fn exchange_once(
         &self,
         http: &Client,
         limit: Duration,
@@ -126,18 +199,12 @@ impl EtcdClient for GatewayClient {
         self.endpoint = None;
         // The TLS files as they are now (a rotated certificate from this connection on).
         self.http = self.source.client();
-        let mut endpoint = Endpoint {
+        let endpoint = Endpoint {
             url: url.trim_end_matches('/').to_owned(),
-            token: None,
+            credentials: self.credentials.clone(),
+            token: Arc::new(Mutex::new(None)),
         };
-        if let Some((name, password)) = &self.credentials {
-            let body = gateway::auth_request(name, password);
-            let answer = endpoint
-                .call(&self.http, CALL_TIMEOUT, "/v3/auth/authenticate", body)
-                .await
-                .with_context(|| format!("authenticating to {url}"))?;
-            endpoint.token = Some(gateway::parse_token(&answer)?);
-        }
+        endpoint.authenticate(&self.http).await?;
         self.endpoint = Some(endpoint);
         Ok(())
     }

@@ -239,3 +239,36 @@ store_conformance_test!(fn a_wrong_password_is_refused_and_retried(kind, store) 
     assert!(svc.is_running() && !svc.log().contains("panicked"));
     assert_ne!(svc.get("/healthz").status, 200);
 });
+
+conformance_test!(fn an_expired_v3_token_is_replaced_and_etcd_still_followed(kind) {
+    if skip_unless_etcd34("v3 tokens are etcd 3.4's") {
+        return;
+    }
+    // Simple tokens expire after a second without use.
+    let etcd = EtcdServer::with_args(&["--auth-token", "simple", "--auth-token-ttl", "1"])
+        .expect("start etcd");
+    etcd.put("/lain/config/vip", "\"192.168.77.201\"");
+    let root = enable_auth(&etcd, Store::V3);
+    // The drift check lists the keys every 3.75-6.25 s, each time with a token unused for
+    // longer than its lifetime (the watch, quiet, uses none; the quorum check waits 60 s).
+    let svc = auth_command(kind, &etcd, Store::V3, PASSWORD)
+        .args(["--debug", "--drift-check-every", "5", "--quorum-check-after", "60"])
+        .start()
+        .expect("the service is ready");
+    let checks = |log: &str| log.matches("drift check: the").count();
+    assert!(
+        wait_until(40 * SEC, || checks(&svc.log()) >= 2),
+        "two drift checks made with a new token:\n{}",
+        svc.log()
+    );
+    if kind == ServiceKind::Smol {
+        // lainlet-smol says when it authenticates again (etcd-client does it silently).
+        assert!(svc.log().contains("expired; authenticating again"), "{}", svc.log());
+    }
+    assert_eq!(metric(&svc, "lainlet_etcd_quorum_check_failures_total"), Some(0.0));
+    root.put("/lain/config/dns", "\"10.0.0.53\"");
+    let mut want = json!({"vip": "\"192.168.77.201\""});
+    want["dns"] = json!("\"10.0.0.53\"");
+    wait_json(&svc, CONFIG, &want);
+    assert_eq!(svc.get("/healthz").status, 200);
+});
