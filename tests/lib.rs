@@ -68,6 +68,7 @@ pub use harness::cluster::{EtcdCluster, EtcdMember};
 pub use harness::etcd::{EtcdServer, ETCD_ENV};
 pub use harness::faults::{http_answer, FaultyProxy};
 pub use harness::http::{read_response, HttpClient, HttpResponse};
+pub use harness::pki::{CertFiles, TestPki, Usage};
 pub use harness::proxy::EtcdProxy;
 pub use harness::python::{
     python, python_dir, run_python, spawn_python, venv_dir, PythonProcess, VENV_ENV,

@@ -4,7 +4,7 @@
 //! (`-web :9001`, `-web=:9001`, `-debug`, `-debug=false`, `-v`, `-grpc.addr X`) are rewritten
 //! to them by [`normalise`] before clap parses, so existing deployment scripts keep working.
 //! Every setting can also come from a `LAINLET_*` environment variable. Both shells take the
-//! same command line; only the tokio shell has the etcd TLS flags (feature `tls`), and only it
+//! same command line, including the etcd TLS flags; only the tokio shell
 //! serves the gRPC flags (`-grpc.addr`, `-grpc.TLS`, `-grpc.key`, `-grpc.cert`, see
 //! [`Cli::grpc`]), which the smol shell refuses.
 
@@ -222,12 +222,10 @@ pub struct Cli {
     pub drift_check_every: u64,
 
     /// CA certificate (PEM) to verify etcd with; implies `https://` endpoints.
-    #[cfg(feature = "tls")]
     #[arg(long, env = "LAINLET_ETCD_CA", value_name = "FILE")]
     pub etcd_ca: Option<std::path::PathBuf>,
 
     /// Client certificate (PEM) for etcd.
-    #[cfg(feature = "tls")]
     #[arg(
         long,
         env = "LAINLET_ETCD_CERT",
@@ -237,7 +235,6 @@ pub struct Cli {
     pub etcd_cert: Option<std::path::PathBuf>,
 
     /// Client key (PEM) for etcd.
-    #[cfg(feature = "tls")]
     #[arg(
         long,
         env = "LAINLET_ETCD_KEY",
@@ -296,31 +293,34 @@ pub struct TlsFiles {
     pub cert: std::path::PathBuf,
 }
 
-/// Flags that take a value, by their long name.
-const VALUE_FLAGS: &[&str] = &[
-    "web",
-    "etcd",
-    "ip",
-    "hostname",
-    "max-connections",
-    "local-reserve",
-    "header-timeout",
-    "idle-timeout",
-    "tcp-keepalive",
-    "etcd-user",
-    "etcd-password",
-    "etcd-ca",
-    "etcd-cert",
-    "etcd-key",
-    "grpc.addr",
-    "grpc.key",
-    "grpc.cert",
-    "etcd-api",
-    "etcd-api-recheck",
-];
+/// The kinds of long flag [`normalise`] knows, read from clap's own argument list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlagKind {
+    /// Takes a value (`-web :9001`, `-web=:9001`).
+    Value,
+    /// A switch (`-debug`, and Go's `-debug=false`).
+    Switch,
+}
 
-/// Boolean flags, by their long name.
-const BOOL_FLAGS: &[&str] = &["debug", "noauth", "help", "version", "grpc.TLS"];
+/// Every long name (and long alias) of `command`'s arguments, with whether it takes a value.
+/// `--help` is clap's own and is included (the command is built first).
+fn long_flags(command: &clap::Command) -> Vec<(String, FlagKind)> {
+    let mut command = command.clone();
+    command.build();
+    let mut flags = Vec::new();
+    for arg in command.get_arguments() {
+        let kind = match arg.get_action().takes_values() {
+            true => FlagKind::Value,
+            false => FlagKind::Switch,
+        };
+        let names = arg
+            .get_long()
+            .into_iter()
+            .chain(arg.get_all_aliases().unwrap_or_default());
+        flags.extend(names.map(|name| (name.to_owned(), kind)));
+    }
+    flags
+}
 
 impl Cli {
     /// Parses the process's arguments (after [`normalise`]) for the binary `name` (shown in
@@ -454,14 +454,7 @@ impl Cli {
 
     /// Whether TLS to etcd is configured.
     pub fn etcd_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        {
-            self.etcd_ca.is_some() || self.etcd_cert.is_some()
-        }
-        #[cfg(not(feature = "tls"))]
-        {
-            false
-        }
+        self.etcd_ca.is_some() || self.etcd_cert.is_some()
     }
 
     /// The host name: `--hostname`, else the kernel's.
@@ -576,13 +569,30 @@ pub fn random_seed() -> u64 {
 }
 
 /// Rewrites Go-style single-dash long flags to GNU style: `-web=:9001` → `--web=:9001`,
-/// `-debug` → `--debug`, `-debug=false` → (nothing), `-help` → `--help`. Short `-v` and `-h`
-/// stay. Everything after `--` is left alone.
+/// `-web :9001` → `--web :9001`, `-debug` → `--debug`, `-debug=false` → (nothing), `-help` →
+/// `--help`. Which flags exist and which take a value is read from [`Cli`]'s clap command, so
+/// every flag has both spellings. Short flags (`-v`, `-h`) and anything unknown stay as they
+/// are (clap reports them); everything after `--` is left alone.
 pub fn normalise(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    normalise_for(&Cli::command(), args)
+}
+
+/// [`normalise`] for the flags of `command`.
+fn normalise_for(
+    command: &clap::Command,
+    args: impl IntoIterator<Item = OsString>,
+) -> Vec<OsString> {
+    let flags = long_flags(command);
+    let kind_of = |name: &str| flags.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
     let mut out = Vec::new();
     let mut rest = false;
+    // The previous argument was a flag whose value is this one (`-web :9001`).
+    let mut value_next = false;
     for arg in args {
-        let Some(s) = arg.to_str().filter(|_| !rest) else {
+        let Some(s) = arg
+            .to_str()
+            .filter(|_| !rest && !std::mem::take(&mut value_next))
+        else {
             out.push(arg);
             continue;
         };
@@ -592,6 +602,9 @@ pub fn normalise(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             continue;
         }
         let Some(flag) = s.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+            // `--web :9001` takes its value from the next argument as well.
+            let gnu = s.strip_prefix("--").filter(|f| !f.contains('='));
+            value_next = gnu.and_then(kind_of) == Some(FlagKind::Value);
             out.push(arg);
             continue;
         };
@@ -599,16 +612,17 @@ pub fn normalise(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             Some((n, v)) => (n, Some(v)),
             None => (flag, None),
         };
-        if VALUE_FLAGS.contains(&name) {
-            out.push(format!("-{s}").into());
-        } else if BOOL_FLAGS.contains(&name) {
+        match kind_of(name) {
+            Some(FlagKind::Value) => {
+                value_next = value.is_none();
+                out.push(format!("-{s}").into());
+            }
             // Go's bool flags take `-debug=false`; clap's switches take no value.
-            match value.map(|v| v.to_ascii_lowercase()) {
+            Some(FlagKind::Switch) => match value.map(str::to_ascii_lowercase) {
                 Some(v) if matches!(v.as_str(), "false" | "f" | "0") => {}
                 _ => out.push(format!("--{name}").into()),
-            }
-        } else {
-            out.push(arg);
+            },
+            None => out.push(arg),
         }
     }
     out
@@ -660,6 +674,109 @@ mod tests {
             norm(&["lainlet", "--web", ":1", "-x", "--", "-web"]),
             ["lainlet", "--web", ":1", "-x", "--", "-web"]
         );
+    }
+
+    /// A value clap accepts for `arg` where one is easy to name (else any text).
+    fn sample_value(arg: &clap::Arg) -> String {
+        if let Some(v) = arg.get_possible_values().first() {
+            return v.get_name().to_owned();
+        }
+        let name = arg
+            .get_value_names()
+            .and_then(|n| n.first().map(|n| n.to_string()));
+        match name.as_deref() {
+            Some("SECS" | "N") => "5".to_owned(),
+            Some("auto|v2|v3") => "v3".to_owned(),
+            _ => "x".to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_flag_takes_the_go_style_and_the_gnu_style_spellings() {
+        let mut command = Cli::command();
+        command.build();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue; // clap answers it by exiting
+            }
+            let takes_value = arg.get_action().takes_values();
+            let value = sample_value(arg);
+            let spellings: Vec<Vec<String>> = match takes_value {
+                true => vec![
+                    vec![format!("--{long}"), value.clone()],
+                    vec![format!("--{long}={value}")],
+                    vec![format!("-{long}={value}")],
+                    vec![format!("-{long}"), value.clone()],
+                ],
+                false => vec![
+                    vec![format!("--{long}")],
+                    vec![format!("-{long}")],
+                    vec![format!("-{long}=true")],
+                ],
+            };
+            let parse = |spelling: &Vec<String>| {
+                let args = std::iter::once("lainlet".to_owned()).chain(spelling.iter().cloned());
+                let args = normalise(args.map(OsString::from));
+                Cli::command().try_get_matches_from(args).map(|m| {
+                    m.get_raw(arg.get_id().as_str())
+                        .map(|v| v.map(|v| v.to_os_string()).collect::<Vec<_>>())
+                })
+            };
+            let gnu = parse(&spellings[0]);
+            for spelling in &spellings[1..] {
+                let got = parse(spelling);
+                match (&gnu, &got) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{spelling:?}"),
+                    (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{spelling:?}: {b}"),
+                    _ => panic!("{spelling:?} parses as {got:?}, --{long} as {gnu:?}"),
+                }
+                if let Err(e) = &got {
+                    assert_ne!(
+                        e.kind(),
+                        clap::error::ErrorKind::UnknownArgument,
+                        "{spelling:?}: {e}"
+                    );
+                }
+            }
+            if !takes_value {
+                let off = parse(&vec![format!("-{long}=false")]).unwrap();
+                let absent = parse(&vec![]).unwrap();
+                assert_eq!(off, absent, "-{long}=false leaves the switch off");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} flags walked");
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_flag_stays_a_value() {
+        assert_eq!(
+            norm(&["lainlet", "-etcd-password", "-debug", "-web", ":1"]),
+            ["lainlet", "--etcd-password", "-debug", "--web", ":1"]
+        );
+        assert_eq!(
+            norm(&["lainlet", "--etcd-password", "-debug", "-noauth"]),
+            ["lainlet", "--etcd-password", "-debug", "--noauth"]
+        );
+    }
+
+    #[test]
+    fn the_newer_flags_take_the_go_style_spelling() {
+        let cli = parse(&[
+            "lainlet",
+            "-quorum-check-after=5",
+            "-log-format=json",
+            "-drift-check-every",
+            "0",
+            "-history-secs=7",
+        ]);
+        assert_eq!(cli.quorum_check_after, 5);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.drift_check_every, 0);
+        assert_eq!(cli.history_secs, 7);
+        assert!(parse(&["lainlet", "-demo"]).demo);
     }
 
     #[test]

@@ -198,8 +198,8 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
 
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
         self.base = None;
-        if !url.starts_with("http://") {
-            bail!("{url}: the v2 keys API is read over plain http (use --etcd-api v3 for TLS)");
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            bail!("{url}: the v2 keys API is read over http:// or https:// only");
         }
         self.base = Some(url.trim_end_matches('/').to_owned());
         Ok(())

@@ -18,6 +18,8 @@
 //! * [`watch`] — the one watch-stream loop;
 //! * [`etcd`] — the etcd driver over a shell's [`etcd::EtcdClient`]s (one per store), and
 //!   the demo data;
+//! * [`etcd_tls`] — client TLS to etcd: the PEM files, checked at start, read again when
+//!   they change;
 //! * [`etcd_v2`] — the v2 keys API client both shells use, over a shell's HTTP `GET`;
 //! * [`service`] — the life of the process: start, accept loop, signals, drain;
 //! * [`startup`] — raising the open-files limit, and the first etcd snapshot read with its
@@ -33,6 +35,7 @@
 pub mod cli;
 pub mod conn;
 pub mod etcd;
+pub mod etcd_tls;
 pub mod etcd_v2;
 pub mod service;
 pub mod shared;
@@ -45,6 +48,8 @@ pub mod watch;
 use std::io::IsTerminal;
 
 pub use cli::{Cli, LogFormat};
+/// The TLS library both shells use for etcd (re-exported so they build on the same version).
+pub use rustls;
 pub use shared::{OpenConnection, Opened, Shared};
 
 use lainlet_core::V2_VERSION;

@@ -68,13 +68,15 @@ pub struct Started<L> {
     pub open_files: OpenFiles,
     /// The connection rules (limit, reserve, timeouts, keepalive).
     pub policy: ConnectionPolicy,
+    /// Client TLS to etcd, if asked for (the files read and checked).
+    pub etcd_tls: Option<Arc<crate::etcd_tls::EtcdTls>>,
 }
 
 impl<L> Started<L> {
     /// Binds the listener (non-blocking, handed to `register` for the shell's runtime, with the
     /// connection rules its accepted sockets follow) and
-    /// builds the engine; logs what it listens on. On failure the error is logged and the exit
-    /// status returned (1: cannot listen).
+    /// builds the engine; reads the etcd TLS files; logs what it listens on. On failure the
+    /// error is logged and the exit status returned (1: cannot listen; 2: unusable TLS files).
     pub fn new(
         cli: Cli,
         package: &str,
@@ -85,6 +87,10 @@ impl<L> Started<L> {
             error!("{e}");
             ExitCode::FAILURE
         };
+        let etcd_tls = crate::etcd_tls::EtcdTls::from_cli(&cli).map_err(|e| {
+            error!("{e}");
+            ExitCode::from(2)
+        })?;
         let open_files = raise_open_files_limit();
         let policy = cli.connection_policy(open_files.soft);
         info!(
@@ -127,6 +133,7 @@ impl<L> Started<L> {
             endpoints,
             open_files,
             policy,
+            etcd_tls,
         })
     }
 }

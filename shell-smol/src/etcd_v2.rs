@@ -8,20 +8,13 @@ use std::future::IntoFuture;
 use lainlet_core::v2::{CLUSTER_ID_HEADER, INDEX_HEADER};
 use lainlet_shell_common::etcd_v2::{Head, HttpBody, HttpGet};
 use smol::io::AsyncReadExt;
-use trillium_client::{Client, Conn};
+use trillium_client::Conn;
 
-/// trillium-client on smol.
+use crate::tls::EtcdHttp;
+
+/// trillium-client on smol (TLS through [`crate::tls`]).
 #[derive(Clone)]
-pub struct Trillium(Client);
-
-impl Trillium {
-    /// A client with `TCP_NODELAY`.
-    pub fn new() -> Trillium {
-        Trillium(Client::new(
-            trillium_smol::ClientConfig::new().with_nodelay(true),
-        ))
-    }
-}
+pub struct Trillium(pub EtcdHttp);
 
 impl HttpGet for Trillium {
     type Body = TrilliumBody;
@@ -31,7 +24,7 @@ impl HttpGet for Trillium {
         url: String,
         authorization: Option<String>,
     ) -> anyhow::Result<Head<TrilliumBody>> {
-        let mut conn = self.0.get(url.as_str());
+        let mut conn = self.0.client().get(url.as_str());
         if let Some(value) = authorization {
             conn = conn.with_request_header("Authorization", value);
         }

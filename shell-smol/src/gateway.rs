@@ -1,5 +1,5 @@
 //! etcd's v3 store through its JSON gateway, the v3 client of the smol shell: HTTP/1.1 by
-//! trillium-client, the request bodies and answers by [`lainlet_core::gateway`] (the v2 keys
+//! trillium-client (TLS through [`crate::tls`]), the request bodies and answers by [`lainlet_core::gateway`] (the v2 keys
 //! store's client is [`crate::etcd_v2`]).
 //!
 //! * snapshot: `POST /v3/kv/range` for the `/lain/` prefix;
@@ -9,9 +9,12 @@
 //!   silent watch is checked by the engine's quorum check (a linearizable range on another
 //!   connection, see `lainlet_core::CheckPolicy`);
 //! * quorum check and drift check's key listing: keys-only `POST /v3/kv/range`;
-//! * authentication: `POST /v3/auth/authenticate` for a token sent as `Authorization`.
+//! * authentication: `POST /v3/auth/authenticate` for a token sent as `Authorization`, at
+//!   each connection and again when etcd says the token expired (`invalid auth token`; the
+//!   call is then made once more).
 
 use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -23,7 +26,10 @@ use lainlet_shell_common::etcd::{EtcdClient, EtcdWatch};
 use lainlet_shell_common::sync::{first, Either};
 use smol::io::AsyncReadExt;
 use smol::Timer;
+use tracing::debug;
 use trillium_client::{Client, Conn};
+
+use crate::tls::EtcdHttp;
 
 /// Longest line of the watch stream accepted (one watch response).
 const MAX_LINE: usize = MAX_ANSWER;
@@ -31,23 +37,28 @@ const MAX_LINE: usize = MAX_ANSWER;
 /// The gateway of one endpoint at a time.
 pub struct GatewayClient {
     http: Client,
+    /// Where `http` comes from: a new client when the TLS files changed.
+    source: EtcdHttp,
     credentials: Option<(String, String)>,
     endpoint: Option<Endpoint>,
 }
 
 #[derive(Clone)]
 struct Endpoint {
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     url: String,
-    token: Option<String>,
+    /// The user and password to authenticate with, if any.
+    credentials: Option<(String, String)>,
+    /// The token of the last authentication (shared with the watch's copy of the endpoint).
+    token: Arc<Mutex<Option<String>>>,
 }
 
 impl GatewayClient {
-    /// A client that authenticates with `credentials` (user, password) if given.
-    pub fn new(credentials: Option<(String, String)>) -> GatewayClient {
-        let connector = trillium_smol::ClientConfig::new().with_nodelay(true);
+    /// A client over `source` that authenticates with `credentials` (user, password) if given.
+    pub fn new(source: EtcdHttp, credentials: Option<(String, String)>) -> GatewayClient {
         GatewayClient {
-            http: Client::new(connector),
+            http: source.client(),
+            source,
             credentials,
             endpoint: None,
         }
@@ -66,10 +77,30 @@ impl Endpoint {
             .post(format!("{}{path}", self.url))
             .with_request_header("Content-Type", "application/json")
             .with_body(body);
-        if let Some(token) = &self.token {
-            conn = conn.with_request_header("Authorization", token.clone());
+        if let Some(token) = self.token() {
+            conn = conn.with_request_header("Authorization", token);
         }
         conn
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Authenticates with the credentials (if any) for a new token.
+    async fn authenticate(&self, http: &Client) -> anyhow::Result<()> {
+        let Some((name, password)) = &self.credentials else {
+            return Ok(());
+        };
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let body = gateway::auth_request(name, password);
+        let answer = self
+            .call_once(http, CALL_TIMEOUT, "/v3/auth/authenticate", body)
+            .await
+            .with_context(|| format!("authenticating to {}", self.url))?;
+        let token = gateway::parse_token(&answer)?;
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+        Ok(())
     }
 
     /// One unary call within `limit`: the answer's bytes (an error for any status but 200).
@@ -81,17 +112,63 @@ impl Endpoint {
         body: Vec<u8>,
     ) -> anyhow::Result<Vec<u8>> {
         let (status, answer) = self.exchange(http, limit, path, body).await?;
-        if status != 200 {
-            bail!(
-                "{path}: HTTP {status}: {}",
-                String::from_utf8_lossy(&answer).trim()
-            );
-        }
-        Ok(answer)
+        answer_of(path, status, answer)
     }
 
-    /// One unary call within `limit`: the answer's status and bytes.
+    /// [`Endpoint::call`] without a new token when etcd says the token expired.
+    async fn call_once(
+        &self,
+        http: &Client,
+        limit: Duration,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let (status, answer) = self.exchange_once(http, limit, path, body).await?;
+        answer_of(path, status, answer)
+    }
+
+    /// One unary call within `limit`: the answer's status and bytes. When etcd says the
+    /// token is no longer valid (it expired: `--auth-token-ttl`), a new one is asked for
+    /// and the call made once more.
     async fn exchange(
+        &self,
+        http: &Client,
+        limit: Duration,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let (status, answer) = self.exchange_once(http, limit, path, body.clone()).await?;
+        if self.credentials.is_none() || !gateway_token_expired(status, &answer) {
+            return Ok((status, answer));
+        }
+        debug!(
+            "etcd: the auth token of {} expired; authenticating again",
+            self.url
+        );
+        self.authenticate(http).await?;
+        self.exchange_once(http, limit, path, body).await
+    }
+}
+
+/// Whether an answer says the request's auth token is not (or no longer) valid.
+fn gateway_token_expired(status: u16, answer: &[u8]) -> bool {
+    status == 401 && String::from_utf8_lossy(answer).contains("invalid auth token")
+}
+
+/// The answer's bytes: an error for any status but 200.
+fn answer_of(path: &str, status: u16, answer: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if status != 200 {
+        bail!(
+            "{path}: HTTP {status}: {}",
+            String::from_utf8_lossy(&answer).trim()
+        );
+    }
+    Ok(answer)
+}
+
+impl Endpoint {
+    /// One unary call within `limit`: the answer's status and bytes.
+    async fn exchange_once(
         &self,
         http: &Client,
         limit: Duration,
@@ -120,21 +197,14 @@ impl EtcdClient for GatewayClient {
 
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
         self.endpoint = None;
-        if !url.starts_with("http://") {
-            bail!("{url}: lainlet-smol speaks plain http to etcd (use lainlet for TLS)");
-        }
-        let mut endpoint = Endpoint {
+        // The TLS files as they are now (a rotated certificate from this connection on).
+        self.http = self.source.client();
+        let endpoint = Endpoint {
             url: url.trim_end_matches('/').to_owned(),
-            token: None,
+            credentials: self.credentials.clone(),
+            token: Arc::new(Mutex::new(None)),
         };
-        if let Some((name, password)) = &self.credentials {
-            let body = gateway::auth_request(name, password);
-            let answer = endpoint
-                .call(&self.http, CALL_TIMEOUT, "/v3/auth/authenticate", body)
-                .await
-                .with_context(|| format!("authenticating to {url}"))?;
-            endpoint.token = Some(gateway::parse_token(&answer)?);
-        }
+        endpoint.authenticate(&self.http).await?;
         self.endpoint = Some(endpoint);
         Ok(())
     }

@@ -7,6 +7,7 @@
 //!   no thread waits for an idle watch;
 //! * [`gateway`] — etcd's v3 store through the JSON gateway;
 //! * [`etcd_v2`] — trillium-client under the common v2 keys API client;
+//! * [`tls`] — the trillium connector of both (TCP, rustls for `https://`);
 //! * [`rt`] — smol's listener, socket and timer for the common code;
 //! * everything else (command line, the process's life, the engine's wake-ups, the etcd
 //!   driver, request sniffing, the watch stream) is `lainlet-shell-common`, shared with the
@@ -23,6 +24,7 @@ mod etcd_v2;
 mod front;
 mod gateway;
 mod rt;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -54,14 +56,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
-    if let Some(e) = cli
-        .etcd_endpoints()
-        .iter()
-        .find(|e| !e.starts_with("http://"))
-    {
-        error!("--etcd {e}: lainlet-smol reaches etcd over plain http only (lainlet has TLS)");
-        return ExitCode::from(2);
-    }
     if cli.grpc_requested() {
         error!(
             "lainlet-smol does not serve gRPC (-grpc.addr, -grpc.TLS, -grpc.key, -grpc.cert): its \
@@ -89,8 +83,9 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
     if !started.endpoints.is_empty() {
         let cli = &started.cli;
         let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
-        let v3 = gateway::GatewayClient::new(credentials.clone());
-        let v2 = V2Client::new(etcd_v2::Trillium::new(), Smol, credentials);
+        let http = tls::EtcdHttp::new(started.etcd_tls.clone());
+        let v3 = gateway::GatewayClient::new(http.clone(), credentials.clone());
+        let v2 = V2Client::new(etcd_v2::Trillium(http), Smol, credentials);
         let clients = Clients { v2, v3 };
         let follow =
             lainlet_shell_common::etcd::follow(shared.clone(), started.endpoints, clients, Smol);

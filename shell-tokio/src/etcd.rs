@@ -1,17 +1,23 @@
-//! The etcd v3 client of the production shell: etcd-client (gRPC over HTTP/2, optional TLS and
-//! authentication, keep-alive pings) behind the common [`EtcdClient`] interface (the v2 keys
+//! The etcd v3 client of the production shell: etcd-client (gRPC over HTTP/2, TLS through tonic's
+//! rustls, authentication with token refresh, keep-alive pings) behind the common [`EtcdClient`] interface (the v2 keys
 //! store's client is [`crate::etcd_v2`]). The policy,
 //! revisions and back-off are the core's, driven by `lainlet_shell_common::etcd::follow`.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
+use std::sync::Arc;
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
+    WatchStream,
+};
 use lainlet_core::{
     EtcdIdentity, KeyListing, Probe, Snapshot, WatchEvent, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
     PROBE_TIMEOUT,
 };
 use lainlet_shell_common::etcd::{key_value, EtcdClient, EtcdWatch, PREFIX};
+use lainlet_shell_common::etcd_tls::EtcdTls;
 use lainlet_shell_common::Cli;
 
 /// Largest etcd message accepted (a big cluster's snapshot is one range response).
@@ -20,12 +26,15 @@ const MAX_MESSAGE: usize = MAX_ANSWER;
 /// etcd over gRPC, one endpoint at a time.
 pub struct GrpcClient {
     options: ConnectOptions,
+    tls: Option<Arc<EtcdTls>>,
     client: Option<Client>,
 }
 
 impl GrpcClient {
-    /// A client with the command line's authentication, TLS and keep-alive settings.
-    pub fn new(cli: &Cli) -> anyhow::Result<GrpcClient> {
+    /// A client with the command line's authentication and keep-alive settings, and `tls`
+    /// (its files as they are at each connection: a rotated certificate is used from the
+    /// next one on).
+    pub fn new(cli: &Cli, tls: Option<Arc<EtcdTls>>) -> GrpcClient {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -36,25 +45,26 @@ impl GrpcClient {
                 .with_user(user.clone(), password.clone())
                 .with_auto_token_refresh(true);
         }
-        #[cfg(feature = "tls")]
-        if cli.etcd_tls() {
-            use etcd_client::{Certificate, Identity, TlsOptions};
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-            };
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &cli.etcd_ca {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
-            if let (Some(cert), Some(key)) = (&cli.etcd_cert, &cli.etcd_key) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            options = options.with_tls(tls);
-        }
-        Ok(GrpcClient {
+        GrpcClient {
             options,
+            tls,
             client: None,
-        })
+        }
+    }
+
+    /// The connection options with the TLS files as they are now.
+    fn options(&self) -> ConnectOptions {
+        let Some(tls) = &self.tls else {
+            return self.options.clone();
+        };
+        let material = tls.current();
+        let mut options = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&material.ca_pem))
+            .assume_http2(true);
+        if let Some((cert, key)) = &material.identity_pem {
+            options = options.identity(Identity::from_pem(cert, key));
+        }
+        self.options.clone().with_tls(options)
     }
 
     fn client(&self) -> anyhow::Result<&Client> {
@@ -75,7 +85,7 @@ impl EtcdClient for GrpcClient {
 
     async fn connect(&mut self, endpoint: &str) -> anyhow::Result<()> {
         self.client = None;
-        let connecting = Client::connect([endpoint], Some(self.options.clone()));
+        let connecting = Client::connect([endpoint], Some(self.options()));
         let client = timeout(&format!("connecting to {endpoint}"), connecting)
             .await?
             .with_context(|| format!("connecting to {endpoint}"))?;

@@ -81,16 +81,11 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
     let shared = started.shared;
     tokio::spawn(signals(shared.clone()));
     if !started.endpoints.is_empty() {
-        let v3 = match etcd::GrpcClient::new(&started.cli) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("{e:#}");
-                return ExitCode::from(2);
-            }
-        };
+        let tls = started.etcd_tls.clone();
+        let v3 = etcd::GrpcClient::new(&started.cli, tls.clone());
         let cli = &started.cli;
         let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
-        let v2 = V2Client::new(etcd_v2::Hyper::new(), Tokio, credentials);
+        let v2 = V2Client::new(etcd_v2::Hyper::new(tls), Tokio, credentials);
         let endpoints = started.endpoints;
         tokio::spawn(lainlet_shell_common::etcd::follow(
             shared.clone(),

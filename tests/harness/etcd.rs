@@ -70,6 +70,8 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     extra_args: Vec<String>,
+    /// A second client port that speaks TLS (see [`EtcdServer::with_tls`]).
+    tls_port: Option<u16>,
     child: Option<Child>,
     http: HttpClient,
     starts: u32,
@@ -90,6 +92,51 @@ impl EtcdServer {
         EtcdServer::with_setup(EtcdSetup::current(), extra_args)
     }
 
+    /// An etcd 3.4 that also serves TLS on a second loopback client address
+    /// ([`EtcdServer::tls_endpoint`]) with `server` (`--cert-file`, `--key-file`) and, if
+    /// `client_ca` is given, client certificates verified against that file
+    /// (`--client-cert-auth --trusted-ca-file`; it is read again at each
+    /// [`EtcdServer::start`]). The plain port stays, for the harness's helpers.
+    pub fn with_tls(
+        server: &super::pki::CertFiles,
+        client_ca: Option<&Path>,
+        extra_args: &[&str],
+    ) -> io::Result<EtcdServer> {
+        let mut args: Vec<String> = vec![
+            "--cert-file".into(),
+            server.cert.display().to_string(),
+            "--key-file".into(),
+            server.key.display().to_string(),
+        ];
+        if let Some(ca) = client_ca {
+            args.push("--client-cert-auth".into());
+            args.push("--trusted-ca-file".into());
+            args.push(ca.display().to_string());
+        }
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let mut etcd = EtcdServer {
+            setup: EtcdSetup::Etcd34,
+            proxy: None,
+            bin: EtcdSetup::Etcd34.binary()?,
+            dir: TempDir::new("etcd")?,
+            client_port: free_port(),
+            peer_port: free_port(),
+            extra_args: args,
+            tls_port: Some(free_port()),
+            child: None,
+            http: HttpClient::new().timeout(Duration::from_secs(10)),
+            starts: 0,
+        };
+        etcd.start()?;
+        Ok(etcd)
+    }
+
+    /// The TLS client URL (`https://127.0.0.2:<port>`) of an etcd made by
+    /// [`EtcdServer::with_tls`].
+    pub fn tls_endpoint(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("https://127.0.0.2:{p}"))
+    }
+
     /// Starts `setup` (whatever the thread's current one): the member, and on
     /// [`EtcdSetup::Etcd2Proxy`] then the proxy; waits until both are ready.
     pub fn with_setup(setup: EtcdSetup, extra_args: &[&str]) -> io::Result<EtcdServer> {
@@ -101,6 +148,7 @@ impl EtcdServer {
             client_port: free_port(),
             peer_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tls_port: None,
             child: None,
             http: HttpClient::new().timeout(Duration::from_secs(10)),
             starts: 0,
@@ -251,6 +299,7 @@ impl EtcdServer {
                     if first_start {
                         self.client_port = free_port();
                         self.peer_port = free_port();
+                        self.tls_port = self.tls_port.map(|_| free_port());
                     } else {
                         std::thread::sleep(Duration::from_millis(200));
                     }
@@ -417,6 +466,12 @@ impl EtcdServer {
             .open(self.log_path())?;
         writeln!(log, "===== harness: etcd start #{} =====", self.starts)?;
         let client = format!("http://127.0.0.1:{}", self.client_port);
+        let listen = match self.tls_port {
+            // etcd 3.4 cannot serve http and https on two ports of one address
+            // ("address already in use"): the TLS port is on 127.0.0.2
+            Some(port) => format!("{client},https://127.0.0.2:{port}"),
+            None => client.clone(),
+        };
         let peer = self.peer_url();
         let data = self.data_dir();
         let mut cmd = Command::new(&self.bin);
@@ -426,7 +481,7 @@ impl EtcdServer {
             .arg(&data);
         cmd.args([
             "--listen-client-urls",
-            &client,
+            &listen,
             "--advertise-client-urls",
             &client,
         ]);

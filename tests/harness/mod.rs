@@ -8,6 +8,7 @@
 //! | [`client`] | [`EtcdClient`](client::EtcdClient): the panicking key-value helpers (v3 and `v2_*`) of a server or cluster |
 //! | [`etcd`] | a throw-away etcd server: v3 through its JSON gateway, and the v2 keys API (`--enable-v2=true`; `v2_*` helpers) |
 //! | [`setup`] | which etcd a test runs: 3.4, a 2.3.7 member, or a 2.3.7 member behind a 2.3.7 proxy |
+//! | [`pki`] | test certificates (CA, server, client, expired) made with the `openssl` command line |
 //! | [`proxy`] | the etcd 2.3.7 v2 proxy (`--proxy on`) in front of a 2.3.7 member |
 //! | [`faults`] | a misbehaving HTTP proxy in front of etcd: canned answers for chosen requests |
 //! | [`store`] | one writer for either store ([`Store`](store::Store), [`StoreWriter`](store::StoreWriter)) and running a test per store |
@@ -28,6 +29,7 @@ pub mod etcd;
 pub mod faults;
 pub mod http;
 pub(crate) mod kv;
+pub mod pki;
 pub mod proxy;
 pub mod python;
 pub mod relay;

@@ -11,7 +11,6 @@
 mod common;
 mod grpc;
 
-
 use common::*;
 use grpc::*;
 use lainlet_fixtures::{
