@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use clap::builder::FalseyValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+/// The default `--state-file`.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/lainlet/state";
+
 /// The port LAIN clients reach lainlet on; the default of `--web`.
 pub const DEFAULT_WEB: &str = ":9001";
 
@@ -221,6 +224,29 @@ pub struct Cli {
     )]
     pub drift_check_every: u64,
 
+    /// Where lainlet keeps its state across restarts (the cache of /lain/, its revision, the
+    /// store, etcd's cluster ID and the resume history): loaded at start and served at once
+    /// (`/healthz` `stale` until etcd proves it continues that history, then only what changed
+    /// is read), written atomically when it changed and at shutdown. The directory is created
+    /// when missing; an unusable file is ignored with a log line. Empty: no state file.
+    #[arg(
+        long,
+        env = "LAINLET_STATE_FILE",
+        default_value = DEFAULT_STATE_FILE,
+        value_name = "PATH"
+    )]
+    pub state_file: String,
+
+    /// Seconds between two saves of a changed state to `--state-file` (and at shutdown).
+    #[arg(
+        long,
+        env = "LAINLET_STATE_SAVE_EVERY",
+        default_value_t = 30,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub state_save_every: u64,
+
     /// CA certificate (PEM) to verify etcd with; implies `https://` endpoints.
     #[cfg(feature = "tls")]
     #[arg(long, env = "LAINLET_ETCD_CA", value_name = "FILE")]
@@ -317,6 +343,8 @@ const VALUE_FLAGS: &[&str] = &[
     "grpc.cert",
     "etcd-api",
     "etcd-api-recheck",
+    "state-file",
+    "state-save-every",
 ];
 
 /// Boolean flags, by their long name.
@@ -496,8 +524,18 @@ impl Cli {
                     .then(|| std::time::Duration::from_secs(self.drift_check_every)),
                 ..lainlet_core::CheckPolicy::default()
             },
+            state_save_every: self
+                .state_file()
+                .filter(|_| !self.demo)
+                .map(|_| std::time::Duration::from_secs(self.state_save_every)),
             ..lainlet_core::EngineConfig::default()
         }
+    }
+
+    /// `--state-file`, unless empty (off).
+    pub fn state_file(&self) -> Option<std::path::PathBuf> {
+        let path = self.state_file.trim();
+        (!path.is_empty()).then(|| std::path::PathBuf::from(path))
     }
 
     /// The connection rules these flags ask for, for a process allowed `open_files`
