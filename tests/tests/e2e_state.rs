@@ -167,6 +167,10 @@ conformance_test!(fn a_restart_with_ten_changes_reads_only_them_through_an_etcd2
     restart_with_changes(kind, Store::V2, EtcdSetup::Etcd2Proxy, 10);
 });
 
+conformance_test!(fn a_restart_with_ten_changes_reads_only_them_on_an_etcd2_member(kind) {
+    restart_with_changes(kind, Store::V2, EtcdSetup::Etcd2, 10);
+});
+
 conformance_test!(fn a_bad_file_is_ignored_with_a_log_line_and_a_full_read(kind) {
     let store = Store::V3;
     if !setup_selected(store, EtcdSetup::Etcd34) {
