@@ -60,9 +60,8 @@ pub fn load(engine: &mut Engine, path: &Path) {
                 r.revision,
                 start.elapsed()
             );
-            if let Some(after) = engine.ready_after() {
-                info!("serving: ready {after:.1?} after start (the saved state)");
-            }
+            let after = crate::startup::mark_start().elapsed();
+            info!("serving: ready {after:.1?} after start (the saved state)");
         }
         Err(e) => warn!(
             "ignoring the state file {}: {e}; reading etcd in full",

@@ -242,11 +242,14 @@ impl History {
         Since::Changed(keys)
     }
 
-    /// The horizon and every entry, each with its age at `now` (for the state file).
+    /// The horizon and every entry after it, each with its age at `now` (for the state
+    /// file; entries at the horizon, such as the first snapshot's, answer no resume).
     pub fn saved(&self, now: Instant) -> (Option<i64>, Vec<SavedChange>) {
+        let horizon = self.horizon.unwrap_or(i64::MAX);
         let entries = self
             .entries
             .iter()
+            .filter(|e| e.revision > horizon)
             .map(|e| SavedChange {
                 revision: e.revision,
                 age: now.saturating_duration_since(e.at),
