@@ -827,6 +827,33 @@ mod tests {
     }
 
     #[test]
+    fn the_state_file_is_on_by_default_and_an_empty_path_turns_it_off() {
+        let cli = parse(&["lainlet", "-etcd=10.0.0.1:4001"]);
+        assert_eq!(
+            cli.state_file().as_deref(),
+            Some(std::path::Path::new(DEFAULT_STATE_FILE))
+        );
+        assert_eq!(
+            cli.engine_config().state_save_every,
+            Some(std::time::Duration::from_secs(30))
+        );
+        let off = parse(&["lainlet", "-etcd=10.0.0.1:4001", "-state-file="]);
+        assert_eq!(off.state_file(), None);
+        assert_eq!(off.engine_config().state_save_every, None);
+        let moved = parse(&["lainlet", "--state-file", "/tmp/s", "-state-save-every=5"]);
+        assert_eq!(
+            moved.state_file().as_deref(),
+            Some(std::path::Path::new("/tmp/s"))
+        );
+        assert_eq!(
+            moved.engine_config().state_save_every,
+            Some(std::time::Duration::from_secs(5))
+        );
+        let demo = parse(&["lainlet", "--demo"]);
+        assert_eq!(demo.engine_config().state_save_every, None, "demo: never");
+    }
+
+    #[test]
     fn an_empty_web_follows_the_originals_listener_rule() {
         assert_eq!(
             parse(&["lainlet", "-web="]).check_listeners(),
