@@ -262,7 +262,9 @@ def start_binary(kind, etcd, workdir):
         args = [binary, f"-web=127.0.0.1:{port}", f"-grpc.addr=127.0.0.1:{grpc}",
                 f"-etcd=127.0.0.1:{etcd.endpoint}", "-ip=127.0.0.1"]
     t0 = now()
-    proc = subprocess.Popen(args, stdout=log, stderr=log)
+    # No state file: each start measures a full read (and runs never share /var/lib/lainlet).
+    env = dict(os.environ, LAINLET_STATE_FILE=os.environ.get("LAINLET_STATE_FILE", ""))
+    proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
 
     def holds_data():
         status, body = http(port, "GET", "/v2/configwatcher?target=vip", timeout=1)

@@ -168,7 +168,9 @@ hard=$(ulimit -Hn)
   echo "(this machine's hard open-files limit $hard is below the unit's $nofile: using $hard)"
   nofile=$hard
 }
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${unit_env[@]}" \
+grep -qx 'StateDirectory=lainlet' "$unit" || fail "the unit does not create /var/lib/lainlet (StateDirectory=)"
+# The state file in the throw-away directory, not this machine's /var/lib/lainlet.
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${unit_env[@]}" LAINLET_STATE_FILE="$tmp/state" \
   prlimit --nofile=1024:"$nofile" "${old_kernel[@]}" "${argv[@]}" >"$tmp/lainlet.log" 2>&1 &
 lainlet_pid=$!
 ready=0
@@ -200,6 +202,7 @@ status=0
 wait "$lainlet_pid" || status=$?
 lainlet_pid=""
 [ $status = 0 ] || { cat "$tmp/lainlet.log" >&2; fail "exit status $status after SIGTERM"; }
+[ -s "$tmp/state" ] || { cat "$tmp/lainlet.log" >&2; fail "no state file written at SIGTERM"; }
 echo "its log (without the request lines):"
 grep -v ' request' "$tmp/lainlet.log" | sed 's/^/  /'
 step "package ok: $deb"

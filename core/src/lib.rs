@@ -29,6 +29,11 @@
 //!            Reply::Response(r)  → write it (omit the body for HEAD)
 //!            Reply::Stream(id)   → write SSE_HEAD, then frames from engine.poll_frame(id)
 //!          client gone ──▶ engine.handle_disconnect(id)
+//! state:   at start, a state file's bytes ──▶ engine.handle_saved_state(now, bytes) (served
+//!          at once as `stale`, proven at the first connect like a reconnect; see
+//!          [`SavedState`]); at engine.poll_state_save_timeout() or on SIGTERM:
+//!          engine.poll_state_save(now, shutdown) → encode, write atomically →
+//!          engine.handle_state_saved(now, result)
 //! timers:  at engine.poll_timeout() ──▶ engine.handle_timeout(now)
 //! after every handle_* call:
 //!          while let Some(id) = engine.poll_wakeup() { wake the connection of id }
@@ -80,6 +85,7 @@ mod etcd;
 mod input;
 mod json;
 mod model;
+mod persist;
 mod request;
 mod response;
 mod sse;
@@ -90,7 +96,7 @@ pub use auth::is_local_peer;
 pub use engine::{
     apply_patch, Action, BackfillOutcome, CheckPolicy, DecodeFailure, DeliveryStats, DriftOutcome,
     Engine, EngineConfig, EtcdStatus, HistoryWindow, QuorumOutcome, Rendering, RequestContext,
-    StoreDecision, SubscriberId, Update, ViewVersion, V2_VERSION,
+    Restored, StoreDecision, SubscriberId, Update, ViewVersion, V2_VERSION,
 };
 pub use error::ApiError;
 pub use etcd::{
@@ -100,6 +106,7 @@ pub use etcd::{
 };
 pub use input::{KeyValue, Snapshot, WatchEvent};
 pub use model::DecodeError;
+pub use persist::{SavedState, StateFileError, FORMAT_VERSION as STATE_FILE_VERSION};
 pub use request::{Delivery, Method, Request, Route, StreamOptions};
 pub use response::{reason_phrase, Reply, Response, TEXT_PLAIN};
 pub use sse::{EventName, Frame, SSE_HEAD};

@@ -162,6 +162,11 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     Command::new(bin)
         .args(args)
+        // lainlet: no state file unless asked (runs never share /var/lib/lainlet/state).
+        .env(
+            "LAINLET_STATE_FILE",
+            std::env::var("LAINLET_STATE_FILE").unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use clap::builder::FalseyValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+/// The default `--state-file`.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/lainlet/state";
+
 /// The port LAIN clients reach lainlet on; the default of `--web`.
 pub const DEFAULT_WEB: &str = ":9001";
 
@@ -220,6 +223,29 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(0..=604_800)
     )]
     pub drift_check_every: u64,
+
+    /// Where lainlet keeps its state across restarts (the cache of /lain/, its revision, the
+    /// store, etcd's cluster ID and the resume history): loaded at start and served at once
+    /// (`/healthz` `stale` until etcd proves it continues that history, then only what changed
+    /// is read), written atomically when it changed and at shutdown. The directory is created
+    /// when missing; an unusable file is ignored with a log line. Empty: no state file.
+    #[arg(
+        long,
+        env = "LAINLET_STATE_FILE",
+        default_value = DEFAULT_STATE_FILE,
+        value_name = "PATH"
+    )]
+    pub state_file: String,
+
+    /// Seconds between two saves of a changed state to `--state-file` (and at shutdown).
+    #[arg(
+        long,
+        env = "LAINLET_STATE_SAVE_EVERY",
+        default_value_t = 30,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub state_save_every: u64,
 
     /// CA certificate (PEM) to verify etcd with; implies `https://` endpoints.
     #[arg(long, env = "LAINLET_ETCD_CA", value_name = "FILE")]
@@ -489,8 +515,18 @@ impl Cli {
                     .then(|| std::time::Duration::from_secs(self.drift_check_every)),
                 ..lainlet_core::CheckPolicy::default()
             },
+            state_save_every: self
+                .state_file()
+                .filter(|_| !self.demo)
+                .map(|_| std::time::Duration::from_secs(self.state_save_every)),
             ..lainlet_core::EngineConfig::default()
         }
+    }
+
+    /// `--state-file`, unless empty (off).
+    pub fn state_file(&self) -> Option<std::path::PathBuf> {
+        let path = self.state_file.trim();
+        (!path.is_empty()).then(|| std::path::PathBuf::from(path))
     }
 
     /// The connection rules these flags ask for, for a process allowed `open_files`
@@ -903,6 +939,33 @@ mod tests {
         );
         assert!(err(&["lainlet", "-grpc.addr=:x"]).contains("invalid --grpc.addr"));
         assert!(parse(&["lainlet", "-grpc.key=k"]).grpc_requested());
+    }
+
+    #[test]
+    fn the_state_file_is_on_by_default_and_an_empty_path_turns_it_off() {
+        let cli = parse(&["lainlet", "-etcd=10.0.0.1:4001"]);
+        assert_eq!(
+            cli.state_file().as_deref(),
+            Some(std::path::Path::new(DEFAULT_STATE_FILE))
+        );
+        assert_eq!(
+            cli.engine_config().state_save_every,
+            Some(std::time::Duration::from_secs(30))
+        );
+        let off = parse(&["lainlet", "-etcd=10.0.0.1:4001", "-state-file="]);
+        assert_eq!(off.state_file(), None);
+        assert_eq!(off.engine_config().state_save_every, None);
+        let moved = parse(&["lainlet", "--state-file", "/tmp/s", "-state-save-every=5"]);
+        assert_eq!(
+            moved.state_file().as_deref(),
+            Some(std::path::Path::new("/tmp/s"))
+        );
+        assert_eq!(
+            moved.engine_config().state_save_every,
+            Some(std::time::Duration::from_secs(5))
+        );
+        let demo = parse(&["lainlet", "--demo"]);
+        assert_eq!(demo.engine_config().state_save_every, None, "demo: never");
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   they change;
 //! * [`etcd_v2`] — the v2 keys API client both shells use, over a shell's HTTP `GET`;
 //! * [`service`] — the life of the process: start, accept loop, signals, drain;
+//! * [`state_file`] — the state file: loaded at start, saved atomically when it changed and
+//!   at shutdown;
 //! * [`startup`] — raising the open-files limit, and the first etcd snapshot read with its
 //!   progress logged;
 //! * logging set-up and the start-up messages both shells print.
@@ -42,6 +44,7 @@ pub mod shared;
 pub mod sniff;
 pub mod socket;
 pub mod startup;
+pub mod state_file;
 pub mod sync;
 pub mod watch;
 

@@ -119,7 +119,15 @@ impl<L> Started<L> {
             ..cli.engine_config()
         };
         crate::log_listening(package, version, &local, &cli, &config.hostname);
-        let shared = Shared::new(Engine::new(config));
+        let mut engine = Engine::new(config);
+        let state_file = cli.state_file().filter(|_| !cli.demo);
+        if let Some(path) = &state_file {
+            crate::state_file::load(&mut engine, path);
+        }
+        let shared = Shared::new(engine);
+        if let Some(path) = state_file {
+            shared.set_state_file(path);
+        }
         let endpoints = cli.etcd_endpoints();
         if cli.demo {
             crate::start_demo(&shared, &cli);
@@ -228,13 +236,14 @@ pub async fn trim_after_floods<R: Runtime>(shared: Arc<Shared>, rt: R) {
     }
 }
 
-/// After the listener closed: waits (at most [`DRAIN`]) for connections to end, and says how
-/// it stopped.
+/// After the listener closed: waits (at most [`DRAIN`]) for connections to end, saves the
+/// state file if the state changed, and says how it stopped.
 pub async fn drain<R: Runtime>(shared: &Shared, rt: &R) -> ExitCode {
     let deadline = Instant::now() + DRAIN;
     while shared.connection_count() > 0 && Instant::now() < deadline {
         rt.sleep(Duration::from_millis(10)).await;
     }
+    crate::state_file::save_now(shared);
     info!("stopped ({} connections left)", shared.connection_count());
     ExitCode::SUCCESS
 }

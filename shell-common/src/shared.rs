@@ -27,6 +27,8 @@ pub struct Shared {
     connections: AtomicUsize,
     timer: Notify,
     shutdown: Latch,
+    /// `--state-file`, when on.
+    state_file: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 struct Inner {
@@ -61,7 +63,18 @@ impl Shared {
             connections: AtomicUsize::new(0),
             timer: Notify::new(),
             shutdown: Latch::new(),
+            state_file: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the state file the engine's state is saved to (once, at start).
+    pub fn set_state_file(&self, path: std::path::PathBuf) {
+        let _ = self.state_file.set(path);
+    }
+
+    /// The state file, if saving is on.
+    pub fn state_file(&self) -> Option<&std::path::Path> {
+        self.state_file.get().map(std::path::PathBuf::as_path)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -100,6 +100,8 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
     });
     ex.spawn(service::trim_after_floods(shared.clone(), Smol))
         .detach();
+    ex.spawn(lainlet_shell_common::state_file::keep(shared.clone(), Smol))
+        .detach();
     let (policy, node_ip) = (started.policy, &started.cli.ip);
     service::accept(
         &shared,

@@ -97,6 +97,10 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
     tokio::spawn(shared.clone().run_timer(Tokio));
     let grpc = grpc.map(|server| server.spawn(shared.clone()));
     tokio::spawn(service::trim_after_floods(shared.clone(), Tokio));
+    tokio::spawn(lainlet_shell_common::state_file::keep(
+        shared.clone(),
+        Tokio,
+    ));
     let (policy, node_ip) = (started.policy, &started.cli.ip);
     service::accept(
         &shared,

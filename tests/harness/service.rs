@@ -488,7 +488,12 @@ impl Service {
             }
             None => Command::new(&self.bin),
         };
-        cmd.args(&self.cmd.args).env("RUST_BACKTRACE", "1");
+        // Many services run in parallel: none shares the default state file
+        // (/var/lib/lainlet/state); a test that wants one sets LAINLET_STATE_FILE or passes
+        // --state-file.
+        cmd.args(&self.cmd.args)
+            .env("RUST_BACKTRACE", "1")
+            .env("LAINLET_STATE_FILE", "");
         cmd.envs(self.cmd.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdin(Stdio::null())

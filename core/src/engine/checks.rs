@@ -163,6 +163,7 @@ impl Engine {
         let Some(reason) = self.etcd.history_break(id, self.applied_revision()) else {
             return QuorumOutcome::Continues;
         };
+        self.persist.handle_unverified();
         self.etcd.handle_history_break(Some(id), reason.clone());
         self.forget_history(now);
         QuorumOutcome::HistoryChanged { reason }
@@ -183,6 +184,7 @@ impl Engine {
         };
         let reason = match answer {
             Ok(Some(found)) if found == revision => {
+                self.persist.handle_verified();
                 self.etcd.handle_proven();
                 return QuorumOutcome::Continues;
             }
@@ -199,6 +201,7 @@ impl Engine {
                  {revision}: {e})"
             ),
         };
+        self.persist.handle_unverified();
         self.etcd.handle_history_break(None, reason.clone());
         self.forget_history(now);
         QuorumOutcome::HistoryChanged { reason }

@@ -178,6 +178,27 @@ impl EtcdLink {
         self.sync.handle_snapshot();
     }
 
+    /// A saved state was loaded: its store and cluster, to be proven at the next connect.
+    pub(super) fn handle_restored(
+        &mut self,
+        now: Instant,
+        (store, settled): (Store, bool),
+        cluster_id: Option<u64>,
+        revision: i64,
+        api: EtcdApi,
+    ) {
+        self.sync.handle_restored(now, store, settled);
+        self.cluster_id = cluster_id;
+        if api == EtcdApi::Auto {
+            self.store_reason = Some("the store of the state file (checked at connect)".into());
+        }
+        self.status = EtcdStatus::Disconnected {
+            reason: format!(
+                "started from the state file at revision {revision}, not connected to etcd yet"
+            ),
+        };
+    }
+
     pub(super) fn handle_demo(&mut self) {
         self.status = EtcdStatus::Demo;
     }
@@ -243,6 +264,7 @@ impl Engine {
         let switched = self.etcd.sync.handle_store_choice(now, &choice);
         let switched_from = before.filter(|_| switched);
         if switched {
+            self.persist.handle_unverified();
             self.etcd.store_switches += 1;
             self.etcd.etcd_revision = 0;
             self.mirror.handle_store_switch();
@@ -253,6 +275,11 @@ impl Engine {
             choice,
             switched_from,
         })
+    }
+
+    /// The store read and whether that choice is settled (`None` until one was chosen).
+    pub(super) fn etcd_store_settled(&self) -> Option<(Store, bool)> {
+        self.etcd.sync.store()
     }
 
     /// The store read (`None` until auto-detection chose one), and why.
@@ -314,6 +341,8 @@ impl Engine {
             };
         }
         if response.created {
+            // The connect's checks passed and the watch continues the state served.
+            self.persist.handle_verified();
             self.etcd.sync.handle_watching();
             self.etcd.status = EtcdStatus::Watching;
             if std::mem::replace(&mut self.etcd.announced, true) {

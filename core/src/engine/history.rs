@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::mirror::Change;
+use crate::persist::SavedChange;
 use crate::state::Family;
 use crate::views::{Members, ViewKey};
 
@@ -239,6 +240,53 @@ impl History {
             .map(|key| member_of(members, key))
             .collect::<Option<BTreeSet<String>>>();
         Since::Changed(keys)
+    }
+
+    /// The horizon and every entry after it, each with its age at `now` (for the state
+    /// file; entries at the horizon, such as the first snapshot's, answer no resume).
+    pub fn saved(&self, now: Instant) -> (Option<i64>, Vec<SavedChange>) {
+        let horizon = self.horizon.unwrap_or(i64::MAX);
+        let entries = self
+            .entries
+            .iter()
+            .filter(|e| e.revision > horizon)
+            .map(|e| SavedChange {
+                revision: e.revision,
+                age: now.saturating_duration_since(e.at),
+                family: e.family,
+                key: e.key.clone(),
+            })
+            .collect();
+        (self.horizon, entries)
+    }
+
+    /// Replaces the history with a saved one, applied up to `applied`: entries at or below
+    /// the horizon or past `applied` are dropped, and entries out of order end the history
+    /// there (the horizon moves up past them), so it never claims more than it knows.
+    pub fn restore(&mut self, now: Instant, applied: i64, horizon: i64, saved: Vec<SavedChange>) {
+        self.clear();
+        let mut horizon = horizon.min(applied);
+        let mut last = horizon;
+        for c in saved {
+            if c.revision <= horizon || c.revision > applied {
+                continue;
+            }
+            if c.revision < last {
+                // Out of order: nothing before it can be trusted.
+                self.entries.clear();
+                horizon = last;
+                continue;
+            }
+            last = c.revision;
+            self.entries.push_back(Entry {
+                revision: c.revision,
+                at: now.checked_sub(c.age).unwrap_or(now),
+                family: c.family,
+                key: c.key,
+            });
+        }
+        self.horizon = Some(horizon);
+        self.prune(now, applied);
     }
 
     /// What the history reports about itself.

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 use crate::model::{decode_config, decode_node, DecodeError, Depends, PodGroup};
 use crate::state::{classify, ClusterState, Decoded, Family, Source};
@@ -76,8 +78,8 @@ pub struct LastEvent {
     pub key: String,
     /// Its revision.
     pub revision: i64,
-    /// The value for a put (shared with the other family it is recorded for).
-    pub value: Option<std::sync::Arc<Vec<u8>>>,
+    /// The value for a put (shared with the mirror's copy, if it keeps values).
+    pub value: Option<Bytes>,
 }
 
 /// The mirror of the keys lainlet reads.
@@ -98,6 +100,8 @@ pub struct Mirror {
     compare_values: bool,
     /// The newest put applied: its key and revision (what a reconnect proves etcd still has).
     newest_put: Option<(String, i64)>,
+    /// The raw value of every key, when kept (for the state file; `None`: not kept).
+    values: Option<HashMap<String, Bytes>>,
 }
 
 /// What the mirror reports about itself (`/metrics`).
@@ -166,7 +170,8 @@ impl Mirror {
             return;
         };
         self.note_put(&kv.key, kv.mod_revision);
-        let fingerprint = fingerprint(&kv.value);
+        let value = Bytes::from(kv.value);
+        let fingerprint = fingerprint(&value);
         let mark = changes.len();
         let mut touched = Vec::new();
         let previous = self.entries.get(&kv.key).copied();
@@ -179,7 +184,7 @@ impl Mirror {
                 }
                 prev.decoded
             }
-            _ => match decode(source, &kv.value) {
+            _ => match decode(source, &value) {
                 Ok(value) => {
                     self.failures.remove(&kv.key);
                     state.set(source, cache_key, Some(value), &mut touched);
@@ -209,15 +214,17 @@ impl Mirror {
             decoded,
         };
         if changes.len() > mark {
-            let value = std::sync::Arc::new(kv.value);
             self.record(
                 now,
                 source,
                 Action::Set,
                 &kv.key,
                 kv.mod_revision,
-                Some(value),
+                Some(value.clone()),
             );
+        }
+        if let Some(values) = &mut self.values {
+            values.insert(kv.key.clone(), value);
         }
         self.entries.insert(kv.key, entry);
     }
@@ -236,6 +243,9 @@ impl Mirror {
         };
         self.entries.remove(key);
         self.failures.remove(key);
+        if let Some(values) = &mut self.values {
+            values.remove(key);
+        }
         if state.contains(source, cache_key) {
             let mut touched = Vec::new();
             state.set(source, cache_key, None, &mut touched);
@@ -372,6 +382,30 @@ impl Mirror {
         self.newest_put.as_ref().map(|(k, r)| (k.as_str(), *r))
     }
 
+    /// Keeps the raw value of every key from now on (for [`Mirror::saved_keys`]); call
+    /// before the first snapshot.
+    pub fn keep_values(&mut self) {
+        self.values.get_or_insert_with(HashMap::new);
+    }
+
+    /// Every key with its `mod_revision` and raw value, sorted by key; `None` unless values
+    /// are kept.
+    pub fn saved_keys(&self) -> Option<Vec<(String, i64, Bytes)>> {
+        let values = self.values.as_ref()?;
+        let mut keys: Vec<(String, i64, Bytes)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| Some((k.clone(), e.mod_revision, values.get(k)?.clone())))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(keys)
+    }
+
+    /// Restores the newest put applied (from a state file).
+    pub fn restore_newest_put(&mut self, newest: Option<(String, i64)>) {
+        self.newest_put = newest;
+    }
+
     fn note_put(&mut self, key: &str, revision: i64) {
         if self.newest_put.as_ref().is_none_or(|(_, r)| revision >= *r) {
             self.newest_put = Some((key.to_owned(), revision));
@@ -385,7 +419,7 @@ impl Mirror {
         action: Action,
         key: &str,
         revision: i64,
-        value: Option<std::sync::Arc<Vec<u8>>>,
+        value: Option<Bytes>,
     ) {
         let event = LastEvent {
             action,

@@ -17,6 +17,7 @@ mod etcd;
 mod history;
 mod mirror;
 mod observe;
+mod persist;
 mod subscribers;
 mod version;
 mod views;
@@ -27,6 +28,7 @@ pub use diff::apply as apply_patch;
 pub use etcd::{EtcdStatus, StoreDecision};
 pub use history::HistoryWindow;
 pub use mirror::{Action, Change, DecodeFailure};
+pub use persist::Restored;
 pub use subscribers::{DeliveryStats, Update};
 pub use version::{Rendering, ViewVersion};
 pub use views::SubscriberId;
@@ -90,6 +92,9 @@ pub struct EngineConfig {
     /// The etcd endpoints as the shell connects to them (the status page names the one in
     /// use); empty in demo mode or when not told.
     pub etcd_urls: Vec<String>,
+    /// How often a changed state is handed out for the state file
+    /// ([`Engine::poll_state_save`]); `None`: no state file (and raw values are not kept).
+    pub state_save_every: Option<std::time::Duration>,
 }
 
 impl Default for EngineConfig {
@@ -109,6 +114,7 @@ impl Default for EngineConfig {
             checks: CheckPolicy::default(),
             started: None,
             etcd_urls: Vec::new(),
+            state_save_every: None,
         }
     }
 }
@@ -144,6 +150,7 @@ pub struct Engine {
     misnamed_pod_group: bool,
     counters: observe::Counters,
     status: observe::StatusState,
+    persist: persist::Persist,
 }
 
 impl Engine {
@@ -152,10 +159,14 @@ impl Engine {
         let views = ViewTable::new(config.max_unwatched_views);
         let etcd = EtcdLink::new(&config);
         let history = History::new(config.history);
+        let mut mirror = Mirror::default();
+        if config.state_save_every.is_some() {
+            mirror.keep_values();
+        }
         Engine {
             config,
             state: ClusterState::default(),
-            mirror: Mirror::default(),
+            mirror,
             views,
             subs: Subscribers::default(),
             etcd,
@@ -165,6 +176,7 @@ impl Engine {
             checks: checks::Checks::default(),
             counters: observe::Counters::default(),
             status: observe::StatusState::default(),
+            persist: persist::Persist::default(),
         }
     }
 
@@ -177,6 +189,7 @@ impl Engine {
         self.mirror
             .apply_snapshot(now, &mut self.state, snapshot, &mut changes);
         self.etcd.handle_snapshot();
+        self.persist.handle_verified();
         self.counters.snapshots += 1;
         // Known from the first snapshot on, or again after a switch of store cleared it.
         let revision = self.applied_revision().unwrap_or(0);

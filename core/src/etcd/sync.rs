@@ -257,6 +257,20 @@ impl EtcdSync {
         changed
     }
 
+    /// A saved state of `store` was loaded (a state file): nothing is read again, but the
+    /// next connection proves the history served before watching, exactly as after a
+    /// reconnect. With `--etcd-api auto` the saved choice is taken over: a provisional one
+    /// (`settled` false) is checked by a probe first, a settled one stands (as for a lainlet
+    /// that kept running).
+    pub fn handle_restored(&mut self, now: Instant, store: Store, settled: bool) {
+        self.need_snapshot = false;
+        self.unproven = true;
+        if self.api == EtcdApi::Auto {
+            self.chosen = Some((store, settled));
+            self.reprobe_at = (!settled).then_some(now);
+        }
+    }
+
     /// The connection to the current endpoint is up.
     pub fn handle_connected(&mut self) {
         self.phase = Phase::Connected;

@@ -132,7 +132,7 @@ impl Engine {
                 key: e.key.clone(),
                 // Redacted: an empty value (valid base64, so readers keep working).
                 value: match show_values {
-                    true => base64::engine::general_purpose::STANDARD.encode(v.as_slice()),
+                    true => base64::engine::general_purpose::STANDARD.encode(&v[..]),
                     false => String::new(),
                 },
                 last_index: e.revision,

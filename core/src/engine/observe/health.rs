@@ -19,6 +19,19 @@ impl Engine {
         }
     }
 
+    /// Why the state served may be stale: etcd's status, and while a state loaded from the
+    /// state file is unproven, that too.
+    pub(in crate::engine) fn stale_reason(&self) -> Option<String> {
+        let reason = self.etcd.status.reason();
+        match (reason, self.saved_state_note()) {
+            (Some(r), Some(note)) if !r.starts_with("started from the state file") => {
+                Some(format!("{r}; {note}"))
+            }
+            (Some(_), Some(note)) => Some(note),
+            (r, _) => r.map(str::to_owned),
+        }
+    }
+
     pub(in crate::engine) fn healthz(&self) -> Response {
         #[derive(Serialize)]
         struct Health<'a> {
@@ -30,12 +43,12 @@ impl Engine {
             #[serde(skip_serializing_if = "Option::is_none")]
             store: Option<&'a str>,
         }
-        let reason = self.etcd.status.reason();
+        let reason = self.stale_reason();
         let (status, code) = self.health_status();
         let body = Health {
             status,
             etcd: self.etcd.status.name(),
-            reason,
+            reason: reason.as_deref(),
             revision: self.applied_revision(),
             store: self.served_store().map(|s| s.name()),
         };

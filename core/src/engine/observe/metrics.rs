@@ -231,6 +231,36 @@ impl Engine {
                 self.counters.snapshots,
             ),
             Metric::one(
+                "lainlet_state_file_saves",
+                Counter,
+                "States written to the state file.",
+                self.persist.saves,
+            ),
+            Metric::one(
+                "lainlet_state_file_save_failures",
+                Counter,
+                "Writes of the state file that failed (full or read-only disk; the service goes on).",
+                self.persist.save_failures,
+            ),
+            Metric::one(
+                "lainlet_state_file_load_failures",
+                Counter,
+                "State files not used at start (unreadable, corrupt, truncated, another version or store).",
+                self.persist.load_failures,
+            ),
+            Metric::one(
+                "lainlet_state_file_rejected",
+                Counter,
+                "States loaded from the state file whose history etcd did not continue (read again).",
+                self.persist.rejected,
+            ),
+            Metric::one(
+                "lainlet_state_file_unproven",
+                Gauge,
+                "1 while the state served was loaded from the state file and is not yet proven against etcd.",
+                i64::from(self.saved_state_note().is_some()),
+            ),
+            Metric::one(
                 "lainlet_event_batches",
                 Counter,
                 "etcd watch responses applied.",

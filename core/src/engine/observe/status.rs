@@ -158,6 +158,7 @@ impl Engine {
             None => *self.status.first_seen.get_or_insert(now),
         };
         let age = |at: Instant| millis(now.saturating_duration_since(at));
+        let stale_reason = self.stale_reason();
         let applied = self.applied_revision();
         let etcd = &self.etcd;
         let demo = etcd.status == EtcdStatus::Demo;
@@ -215,7 +216,7 @@ impl Engine {
                     .map(|(_, why)| why)
                     .filter(|why| !demo && !why.is_empty()),
                 state: etcd.status.name(),
-                reason: etcd.status.reason(),
+                reason: stale_reason.as_deref(),
                 endpoints: &self.config.etcd_urls,
                 endpoint: etcd
                     .endpoint
