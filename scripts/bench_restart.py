@@ -151,11 +151,57 @@ def stop(proc):
     proc.wait(timeout=30)
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid`, in seconds."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def herd(a, client, relay, tmp, log, etcd_pid):
+    """N lainlets stopped together, 10 changes, started together: bytes etcd sent until all
+    served etcd's revision, and the time until the last one did."""
+    print("| store | lainlets | state file | bytes from etcd | etcd CPU | all caught up after |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for store in a.stores.split(","):
+        subprocess.run([os.path.join(ROOT, "target/release/lainlet-load"), "--mode", "load-demo",
+                        "--etcd", f"127.0.0.1:{client}", "--etcd-api", store,
+                        "--preload-apps", str(a.apps)], check=True, stdout=log, stderr=log)
+        for with_file in (False, True):
+            states = [os.path.join(tmp, f"herd-{store}-{i}") if with_file else "" for i in range(a.herd)]
+            if with_file:
+                for st in states:
+                    proc, *_ = start_lainlet(relay.port, store, st, log)
+                    stop(proc)
+            for i in range(10):
+                put(client, store, f"/lain/config/bench/h{i}", f"v{i}-{time.time()}")
+            target = etcd_revision(client, store)
+            relay.take()
+            cpu0 = cpu_seconds(etcd_pid)
+            t0 = time.monotonic()
+            webs, procs = [], []
+            for st in states:
+                web = free_port()
+                args = [os.path.join(ROOT, "target/release/lainlet"), f"--web=127.0.0.1:{web}",
+                        f"--etcd=127.0.0.1:{relay.port}", "--ip=127.0.0.1", "--etcd-api", store,
+                        "--state-file", st]
+                procs.append(subprocess.Popen(args, stdout=log, stderr=log))
+                webs.append(web)
+            last = max(caught_up(w, target, t0) for w in webs)
+            sent = relay.take()
+            cpu = cpu_seconds(etcd_pid) - cpu0
+            for proc in procs:
+                stop(proc)
+            print(f"| {store} | {a.herd} | {'yes' if with_file else 'no'} | {sent:,} | "
+                  f"{cpu:.2f} s | {last * 1000:.0f} ms |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--apps", type=int, default=1000)
     p.add_argument("--changes", default="0,10,2000")
     p.add_argument("--stores", default="v3,v2")
+    p.add_argument("--herd", type=int, default=0,
+                   help="instead: N lainlets restarted at the same moment (10 changes while down)")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="lainlet-bench-restart-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     log = open(os.path.join(tmp, "log"), "ab")
@@ -173,6 +219,8 @@ def main():
                 break
             time.sleep(0.05)
         relay = Relay(client)
+        if a.herd:
+            return herd(a, client, relay, tmp, log, etcd.pid)
         print("| store | changes while down | state file | bytes from etcd | serving after | /healthz ok after | caught up after | snapshots read | lainlet RSS |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for store in a.stores.split(","):

@@ -133,7 +133,16 @@ fn write(path: &Path, state: &SavedState) -> std::io::Result<usize> {
     }
     let tmp = temp_path(path);
     let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        // The file holds the cluster's data: readable by lainlet's user only.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         file.write_all(&bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -159,6 +168,41 @@ fn temp_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_save_writes_the_whole_file_readable_by_its_owner_only_and_leaves_no_temporary() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("lainlet-state-test-{}", std::process::id()));
+        let path = dir.join("sub").join("state");
+        let mut engine = Engine::new(lainlet_core::EngineConfig {
+            etcd_api: lainlet_core::EtcdApi::Only(lainlet_core::Store::V3),
+            state_save_every: Some(std::time::Duration::from_secs(1)),
+            ..lainlet_core::EngineConfig::default()
+        });
+        let now = Instant::now();
+        engine.handle_snapshot(
+            now,
+            lainlet_core::Snapshot {
+                revision: 7,
+                kvs: vec![lainlet_core::KeyValue {
+                    key: "/lain/config/vip".into(),
+                    value: b"1.2.3.4".to_vec(),
+                    mod_revision: 5,
+                }],
+            },
+        );
+        let state = engine.poll_state_save(now, true).expect("a state to save");
+        let n = write(&path, &state).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), n);
+        assert_eq!(SavedState::decode(&bytes).unwrap(), state);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!temp_path(&path).exists());
+        // A directory where the file should be: an error, not a panic.
+        assert!(write(&dir.join("sub"), &state).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_temporary_file_sits_beside_the_state_file() {
