@@ -21,3 +21,9 @@ export INSTA_UPDATE=no          # a snapshot that differs fails; nothing is rewr
 export LAINLET_TEST_KINDS="${LAINLET_TEST_KINDS:-lainlet,lainlet-smol}"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+# The etcd conformance tests once more over mutual TLS (LAINLET_TEST_ETCD_TLS=1: every etcd
+# 3.4 requires client certificates made by the test), when the whole suite was asked for.
+if [ $# -eq 0 ]; then
+  LAINLET_TEST_ETCD_TLS=1 LAINLET_TEST_STORES=v3,v2 cargo test -p lainlet-tests --locked \
+    --test e2e_etcd --test e2e_watch --test e2e_v2 --test e2e_api
+fi

@@ -43,6 +43,10 @@
 //! # fn main() {}
 //! ```
 //!
+//! `LAINLET_TEST_ETCD_TLS=1` runs the suite over TLS: each etcd 3.4 the tests start requires
+//! client certificates (made by the test) and the services connect with `--etcd-ca`,
+//! `--etcd-cert` and `--etcd-key` (see [`ETCD_TLS_ENV`]).
+//!
 //! Selection by environment: `LAINLET_TEST_KINDS` (`lainlet,lainlet-smol`; default: the binaries
 //! that are built) and `LAINLET_TEST_STORES` (`v3,v2,v2-etcd2,v2-proxy`; default all).
 //! Deselected combinations print a skip note and pass. etcd 2.3.7 is `$LAINLET_TEST_ETCD2`
@@ -65,7 +69,7 @@ pub mod harness;
 
 pub use harness::client::EtcdClient;
 pub use harness::cluster::{EtcdCluster, EtcdMember};
-pub use harness::etcd::{EtcdServer, ETCD_ENV};
+pub use harness::etcd::{EtcdServer, ETCD_ENV, ETCD_TLS_ENV};
 pub use harness::faults::{http_answer, FaultyProxy};
 pub use harness::http::{read_response, HttpClient, HttpResponse};
 pub use harness::pki::{CertFiles, TestPki, Usage};

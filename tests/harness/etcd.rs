@@ -49,6 +49,12 @@ use super::util::{
 /// `/usr/bin/etcd`).
 pub const ETCD_ENV: &str = "LAINLET_TEST_ETCD";
 
+/// Environment variable that runs the suite over TLS: with `1`, every etcd 3.4 that
+/// [`EtcdServer::new`] or [`EtcdServer::with_args`] starts requires client certificates on a
+/// TLS address, and [`ServiceCommand::etcd`](super::service::ServiceCommand::etcd) points the
+/// service there with `--etcd-ca`, `--etcd-cert` and `--etcd-key`.
+pub const ETCD_TLS_ENV: &str = "LAINLET_TEST_ETCD_TLS";
+
 /// How long [`EtcdServer::start`] waits for `/health` to report healthy.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -72,6 +78,13 @@ pub struct EtcdServer {
     extra_args: Vec<String>,
     /// A second client port that speaks TLS (see [`EtcdServer::with_tls`]).
     tls_port: Option<u16>,
+    /// Under [`ETCD_TLS_ENV`]: the certificates, and the CA and client certificate the
+    /// service is given.
+    tls_client: Option<(
+        super::pki::TestPki,
+        super::pki::CertFiles,
+        super::pki::CertFiles,
+    )>,
     child: Option<Child>,
     http: HttpClient,
     starts: u32,
@@ -89,7 +102,37 @@ impl EtcdServer {
     /// Flags only etcd 3.4 knows make a 2.3.7 member exit: such tests opt out with
     /// [`skip_unless_etcd34`](crate::skip_unless_etcd34).
     pub fn with_args(extra_args: &[&str]) -> io::Result<EtcdServer> {
-        EtcdServer::with_setup(EtcdSetup::current(), extra_args)
+        let setup = EtcdSetup::current();
+        let tls = std::env::var(ETCD_TLS_ENV).is_ok_and(|v| v == "1");
+        if !tls || setup != EtcdSetup::Etcd34 {
+            return EtcdServer::with_setup(setup, extra_args);
+        }
+        use super::pki::{TestPki, Usage};
+        let pki = TestPki::new()?;
+        let ca = pki.ca("ca")?;
+        let server = pki.issue("server", "etcd", Usage::Server, &ca, 30)?;
+        let client = pki.issue("client", "lainlet", Usage::Client, &ca, 30)?;
+        let mut etcd = EtcdServer::with_tls(&server, Some(&ca.cert), extra_args)?;
+        etcd.tls_client = Some((pki, ca, client));
+        Ok(etcd)
+    }
+
+    /// The service's flags for this etcd: `--etcd <endpoint>`, or under [`ETCD_TLS_ENV`] the
+    /// TLS endpoint with `--etcd-ca`, `--etcd-cert` and `--etcd-key`.
+    pub fn service_flags(&self) -> Vec<String> {
+        match (&self.tls_client, self.tls_endpoint()) {
+            (Some((_, ca, client)), Some(endpoint)) => vec![
+                "--etcd".into(),
+                endpoint,
+                "--etcd-ca".into(),
+                ca.cert.display().to_string(),
+                "--etcd-cert".into(),
+                client.cert.display().to_string(),
+                "--etcd-key".into(),
+                client.key.display().to_string(),
+            ],
+            _ => vec!["--etcd".into(), self.endpoint()],
+        }
     }
 
     /// An etcd 3.4 that also serves TLS on a second loopback client address
@@ -123,6 +166,7 @@ impl EtcdServer {
             peer_port: free_port(),
             extra_args: args,
             tls_port: Some(free_port()),
+            tls_client: None,
             child: None,
             http: HttpClient::new().timeout(Duration::from_secs(10)),
             starts: 0,
@@ -149,6 +193,7 @@ impl EtcdServer {
             peer_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             tls_port: None,
+            tls_client: None,
             child: None,
             http: HttpClient::new().timeout(Duration::from_secs(10)),
             starts: 0,

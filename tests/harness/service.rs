@@ -248,9 +248,10 @@ impl ServiceCommand {
         self.args(["--web".to_owned(), addr])
     }
 
-    /// Appends `--etcd <endpoint>` for `etcd`.
+    /// Appends `--etcd <endpoint>` for `etcd` (under `LAINLET_TEST_ETCD_TLS=1`, its TLS
+    /// endpoint and the TLS flags: [`EtcdServer::service_flags`]).
     pub fn etcd(self, etcd: &EtcdServer) -> ServiceCommand {
-        self.args(["--etcd".to_owned(), etcd.endpoint()])
+        self.args(etcd.service_flags())
     }
 
     /// Appends `--etcd <every member's endpoint, comma-separated>` for `cluster`.

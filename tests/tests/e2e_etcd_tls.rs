@@ -83,6 +83,10 @@ fn expect_refused(svc: &mut Service, what: &str) {
         "two failures naming {what:?} in the log:\n{}",
         svc.log()
     );
+    let log = svc.log();
+    if let Some(line) = log.lines().find(|l| l.to_lowercase().contains(&what)) {
+        eprintln!("the refusal, as logged: {line}");
+    }
     assert!(svc.is_running(), "no exit, no panic");
     assert!(!svc.log().contains("panicked"), "no panic");
     assert_ne!(svc.get("/healthz").status, 200, "not ready without etcd");

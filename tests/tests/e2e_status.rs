@@ -50,7 +50,13 @@ conformance_test!(fn the_page_and_its_stream_are_for_local_callers_only(kind) {
     let status = frame.json();
     assert_eq!(status["mode"], "etcd");
     assert_eq!(status["etcd"]["store"], "v3", "the test etcd holds /lain/ in v3");
-    assert_eq!(status["etcd"]["endpoint"], format!("http://{}", etcd.endpoint()));
+    // the endpoint the service was given (https:// under LAINLET_TEST_ETCD_TLS=1)
+    let given = etcd.service_flags()[1].clone();
+    let endpoint = match given.contains("://") {
+        true => given,
+        false => format!("http://{given}"),
+    };
+    assert_eq!(status["etcd"]["endpoint"], endpoint);
     assert_eq!(status["node_ip"], LOCAL_IP);
     assert_eq!(status["watchers"]["status_pages"], 1);
     let revision = etcd.put("/lain/config/status_e2e", "1");
