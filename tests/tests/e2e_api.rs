@@ -93,6 +93,8 @@ store_conformance_test!(fn own_endpoints_head_and_not_found(kind, store) {
     let revision = etcd.with_store(store).current_revision();
     wait_revision(&svc, revision);
 
+    // `ok` once the watch is established, just after the snapshot is served.
+    assert!(wait_until(10 * SEC, || svc.get("/healthz").json()["status"] == "ok"));
     let health = svc.get("/healthz");
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
