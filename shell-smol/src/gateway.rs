@@ -94,9 +94,13 @@ impl Endpoint {
         };
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let body = gateway::auth_request(name, password);
-        let answer = self
-            .call_once(http, CALL_TIMEOUT, "/v3/auth/authenticate", body)
+        // Without the token retry of `exchange`: this call is what gets a new token.
+        let path = "/v3/auth/authenticate";
+        let (status, answer) = self
+            .exchange_once(http, CALL_TIMEOUT, path, body)
             .await
+            .with_context(|| format!("authenticating to {}", self.url))?;
+        let answer = answer_of(path, status, answer)
             .with_context(|| format!("authenticating to {}", self.url))?;
         let token = gateway::parse_token(&answer)?;
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
@@ -112,18 +116,6 @@ impl Endpoint {
         body: Vec<u8>,
     ) -> anyhow::Result<Vec<u8>> {
         let (status, answer) = self.exchange(http, limit, path, body).await?;
-        answer_of(path, status, answer)
-    }
-
-    /// [`Endpoint::call`] without a new token when etcd says the token expired.
-    async fn call_once(
-        &self,
-        http: &Client,
-        limit: Duration,
-        path: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<Vec<u8>> {
-        let (status, answer) = self.exchange_once(http, limit, path, body).await?;
         answer_of(path, status, answer)
     }
 
