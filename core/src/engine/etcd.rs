@@ -79,8 +79,6 @@ pub(super) struct EtcdLink {
     pub(super) history_resets: u64,
     /// When the watch last delivered a message, or started: silence is counted from it.
     pub(super) last_message: Option<Instant>,
-    /// The watch's start was reported ([`WatchOutcome::Created`]) since the last failure.
-    announced: bool,
 }
 
 /// History losses in a row (each followed by a fresh snapshot and no event) after which the
@@ -124,7 +122,6 @@ impl EtcdLink {
             cluster_id: None,
             history_resets: 0,
             last_message: None,
-            announced: false,
         }
     }
 
@@ -170,7 +167,6 @@ impl EtcdLink {
             self.cluster_id = id.cluster_id;
         }
         self.status = EtcdStatus::Disconnected { reason };
-        self.announced = false;
         self.sync.handle_compacted();
     }
 
@@ -317,7 +313,6 @@ impl Engine {
         self.etcd.etcd_revision = self.etcd.etcd_revision.max(newest);
         let start_revision = self.mirror.applied_revision().map_or(0, |r| r + 1);
         if response.compact_revision > 0 {
-            self.etcd.announced = false;
             self.etcd.history_lost += 1;
             self.etcd.lost_in_a_row += 1;
             self.etcd.sync.handle_compacted();
@@ -343,9 +338,11 @@ impl Engine {
         if response.created {
             // The connect's checks passed and the watch continues the state served.
             self.persist.handle_verified();
+            // Reported once per watch the policy starts (every v2 long poll says `created`).
+            let already = self.etcd.sync.is_watching();
             self.etcd.sync.handle_watching();
             self.etcd.status = EtcdStatus::Watching;
-            if std::mem::replace(&mut self.etcd.announced, true) {
+            if already {
                 return WatchOutcome::Applied;
             }
             return WatchOutcome::Created { start_revision };
@@ -378,7 +375,6 @@ impl Engine {
             self.etcd.disconnects += 1;
         }
         self.etcd.status = EtcdStatus::Disconnected { reason };
-        self.etcd.announced = false;
         // Resumes waiting for etcd's history get a fresh `init` instead.
         self.release_held_resumes(now);
         let jitter = self.etcd.jitter.unit();

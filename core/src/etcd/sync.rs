@@ -271,6 +271,11 @@ impl EtcdSync {
         }
     }
 
+    /// Whether a watch is established (since the last failure, compaction or store switch).
+    pub fn is_watching(&self) -> bool {
+        self.phase == Phase::Watching
+    }
+
     /// The connection to the current endpoint is up.
     pub fn handle_connected(&mut self) {
         self.phase = Phase::Connected;
