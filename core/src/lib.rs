@@ -82,6 +82,7 @@ mod auth;
 mod engine;
 mod error;
 mod etcd;
+pub mod fleet;
 mod input;
 mod json;
 mod model;

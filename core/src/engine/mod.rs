@@ -14,6 +14,7 @@ mod checks;
 mod diff;
 mod drift;
 mod etcd;
+mod fleet;
 mod history;
 mod mirror;
 mod observe;
@@ -95,6 +96,9 @@ pub struct EngineConfig {
     /// How often a changed state is handed out for the state file
     /// ([`Engine::poll_state_save`]); `None`: no state file (and raw values are not kept).
     pub state_save_every: Option<std::time::Duration>,
+    /// The fleet heartbeat (`--announce`); `None`: this lainlet does not announce itself
+    /// (it still reads the fleet's keys and serves `/fleet`).
+    pub announce: Option<crate::fleet::announcer::AnnounceConfig>,
 }
 
 impl Default for EngineConfig {
@@ -115,6 +119,7 @@ impl Default for EngineConfig {
             started: None,
             etcd_urls: Vec::new(),
             state_save_every: None,
+            announce: None,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct Engine {
     counters: observe::Counters,
     status: observe::StatusState,
     persist: persist::Persist,
+    /// The fleet heartbeat, with `--announce`.
+    announcer: Option<crate::fleet::announcer::Announcer>,
 }
 
 impl Engine {
@@ -163,9 +170,18 @@ impl Engine {
         if config.state_save_every.is_some() {
             mirror.keep_values();
         }
+        let announcer = config
+            .announce
+            .clone()
+            .map(|a| crate::fleet::announcer::Announcer::new(a, &config.hostname));
+        let state = ClusterState {
+            fleet: crate::fleet::FleetTable::new(&config.hostname),
+            ..ClusterState::default()
+        };
         Engine {
             config,
-            state: ClusterState::default(),
+            state,
+            announcer,
             mirror,
             views,
             subs: Subscribers::default(),
@@ -186,6 +202,7 @@ impl Engine {
     pub fn handle_snapshot(&mut self, now: Instant, snapshot: Snapshot) {
         let mut changes = Vec::new();
         let first = self.mirror.applied_revision().is_none();
+        let fleet_changed = self.replace_fleet(now, &snapshot.kvs);
         self.mirror
             .apply_snapshot(now, &mut self.state, snapshot, &mut changes);
         self.etcd.handle_snapshot();
@@ -195,6 +212,7 @@ impl Engine {
         let revision = self.applied_revision().unwrap_or(0);
         self.history.start(revision);
         self.after_changes(now, &changes);
+        self.after_fleet(now, fleet_changed, first || !changes.is_empty());
         if first {
             self.counters.ready_at = Some(now);
         }
@@ -205,12 +223,15 @@ impl Engine {
     pub fn handle_events(&mut self, now: Instant, events: impl IntoIterator<Item = WatchEvent>) {
         let mut changes = Vec::new();
         let before = self.mirror.applied_revision();
+        let events: Vec<WatchEvent> = events.into_iter().collect();
+        let fleet_changed = self.take_fleet_events(now, &events);
         self.mirror
             .apply_events(now, &mut self.state, events, &mut changes);
         if self.mirror.applied_revision() != before {
             self.counters.event_batches += 1;
         }
         self.after_changes(now, &changes);
+        self.after_fleet(now, fleet_changed, !changes.is_empty());
     }
 
     /// Serves `snapshot` as a built-in data set, without etcd (demo mode).
@@ -437,6 +458,8 @@ impl Engine {
     ) -> bool {
         let applied = self.applied_revision().unwrap_or(0);
         let since = match resume {
+            // The history records v2 changes only: a resumed `/fleet` watch starts afresh.
+            _ if key.family() == Family::Fleet => Since::Unknown,
             r if r >= 0 => {
                 let exact = self.selects_exactly(&key);
                 self.history.since(r, applied, &key, exact)
@@ -480,7 +503,7 @@ impl Engine {
             Family::PodGroup => Source::PodGroup,
             Family::Depends => Source::Depends,
             Family::Nodes => Source::Node,
-            Family::Container => return false,
+            Family::Container | Family::Fleet => return false,
         };
         key.selector != "*" && self.state.contains(source, &key.selector)
     }

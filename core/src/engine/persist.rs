@@ -141,8 +141,10 @@ impl Engine {
                 .collect(),
         };
         let mut changes = Vec::new();
+        let fleet_changed = self.replace_fleet(now, &snapshot.kvs);
         self.mirror
             .apply_snapshot(now, &mut self.state, snapshot, &mut changes);
+        self.after_fleet(now, fleet_changed, true);
         if let Some(newest) = saved.newest_put.filter(|(_, r)| *r <= revision) {
             self.mirror.restore_newest_put(Some(newest));
         }
@@ -189,7 +191,8 @@ impl Engine {
         if !shutdown && now < next_at {
             return None;
         }
-        let keys = self.mirror.saved_keys()?;
+        let mut keys = self.mirror.saved_keys()?;
+        keys.extend(self.saved_fleet_keys());
         let (store, settled) = self.etcd_store_settled()?;
         let (horizon, history) = self.history.saved(now);
         self.persist.pending = Some(mark);

@@ -14,10 +14,13 @@ pub enum Family {
     Depends,
     /// `/lain/nodes/nodes/<name>:<ip>:<port>` → `<name>:<ip>:<port>`.
     Nodes,
+    /// `/lain/lainlet/nodes/<hostname>` (the fleet, `/fleet`): not a v2 family, so not in
+    /// [`Family::ALL`]; its keys never reach [`classify`].
+    Fleet,
 }
 
 impl Family {
-    /// Every family, in a fixed order.
+    /// Every family of the v2 API (the original's state), in a fixed order.
     pub const ALL: [Family; 5] = [
         Family::Config,
         Family::PodGroup,
@@ -34,6 +37,7 @@ impl Family {
             Family::Container => "container",
             Family::Depends => "depends",
             Family::Nodes => "nodes",
+            Family::Fleet => "fleet",
         }
     }
 }

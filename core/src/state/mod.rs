@@ -77,6 +77,8 @@ pub struct ClusterState {
     pub ip_services: MultiIndex<String>,
     /// Names under `/lain/config/super_apps/`.
     pub super_apps: BTreeSet<String>,
+    /// The fleet's announcements (`/lain/lainlet/nodes/`), kept apart from the v2 state.
+    pub fleet: crate::fleet::FleetTable,
 }
 
 impl ClusterState {
@@ -151,6 +153,7 @@ impl ClusterState {
             Family::Container => self.containers.len(),
             Family::Depends => self.depends.len(),
             Family::Nodes => self.nodes.len(),
+            Family::Fleet => self.fleet.members().len(),
         }
     }
 

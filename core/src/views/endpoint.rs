@@ -41,6 +41,9 @@ pub enum Endpoint {
     Backup,
     /// `/v2/localspecquery` (GET only)
     LocalSpec,
+    /// `/fleet` (new, not part of the original's API): the live lainlets of the cluster and,
+    /// with `?revision=R`, which of them have applied R.
+    Fleet,
 }
 
 /// Who may read an endpoint (spec §2.2).
@@ -74,6 +77,9 @@ pub enum Selector {
     /// `nodeip`, defaulting to this node's IP (`-ip`), with `/` appended
     /// (`/v2/localspecquery`); no IP at all selects nothing (`empty key`).
     NodeIp,
+    /// `revision` (`/fleet`): `*` when absent, else the revision as a canonical decimal. It
+    /// selects every member, so every change of the family notifies the view.
+    Revision,
 }
 
 /// How an endpoint's JSON body is built.
@@ -314,9 +320,20 @@ static LOCAL_SPEC: EndpointSpec = EndpointSpec {
     members: Members::None,
 };
 
+static FLEET: EndpointSpec = EndpointSpec {
+    path: "/fleet",
+    family: Family::Fleet,
+    access: Access::Super,
+    selector: Selector::Revision,
+    renderer: Renderer::Whole(|state, s| state.fleet.render(s)),
+    watchable: true,
+    body: BodyShape::Object,
+    members: Members::None,
+};
+
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 15] = [
         Endpoint::Apps,
         Endpoint::Config,
         Endpoint::Proc,
@@ -331,6 +348,7 @@ impl Endpoint {
         Endpoint::Rebellion,
         Endpoint::Backup,
         Endpoint::LocalSpec,
+        Endpoint::Fleet,
     ];
 
     /// The endpoint's description.
@@ -350,6 +368,7 @@ impl Endpoint {
             Endpoint::Rebellion => &REBELLION,
             Endpoint::Backup => &BACKUP,
             Endpoint::LocalSpec => &LOCAL_SPEC,
+            Endpoint::Fleet => &FLEET,
         }
     }
 
@@ -374,12 +393,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_endpoint_has_a_distinct_path_under_v2() {
+    fn every_endpoint_has_a_distinct_path_under_v2_but_the_fleet() {
         let mut paths: Vec<&str> = Endpoint::ALL.iter().map(|e| e.path()).collect();
         paths.sort_unstable();
         paths.dedup();
         assert_eq!(paths.len(), Endpoint::ALL.len());
-        assert!(paths.iter().all(|p| p.starts_with("/v2/")));
+        let outside: Vec<&str> = paths
+            .iter()
+            .copied()
+            .filter(|p| !p.starts_with("/v2/"))
+            .collect();
+        assert_eq!(outside, ["/fleet"]);
         for e in Endpoint::ALL {
             assert_eq!(Endpoint::from_path(e.path()), Some(e));
         }

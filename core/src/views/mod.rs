@@ -34,9 +34,10 @@ impl ViewKey {
         self.endpoint.family()
     }
 
-    /// The prefix of cache keys whose changes notify this view (`""` for `*`).
+    /// The prefix of cache keys whose changes notify this view (`""` for `*`, and for a
+    /// `/fleet` view, which every fleet change may concern).
     pub fn notify_prefix(&self) -> &str {
-        if self.selector == "*" {
+        if self.selector == "*" || self.endpoint.spec().selector == Selector::Revision {
             ""
         } else {
             &self.selector
@@ -76,6 +77,11 @@ pub fn resolve(
         Selector::All => None,
         Selector::Param { name, .. } => query.get(name),
         Selector::NodeIp => query.get("nodeip").or(Some(auth.node_ip)),
+        Selector::Revision => {
+            auth.require_super(host)?;
+            let selector = crate::fleet::revision_selector(query.get("revision"))?;
+            return Ok(ViewKey { endpoint, selector });
+        }
     };
     let chosen = param.unwrap_or("*");
     let selector = match spec.access {
@@ -126,6 +132,7 @@ fn scoped(selector: Selector, value: &str) -> String {
         // The original appended `/` to any node IP, `*` included (which selects nothing).
         Selector::NodeIp if value.is_empty() => String::new(),
         Selector::NodeIp => with_suffix(value, '/'),
+        Selector::Revision => value.to_owned(),
     }
 }
 

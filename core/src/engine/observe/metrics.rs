@@ -225,6 +225,26 @@ impl Engine {
                 (self.etcd.etcd_revision - applied).max(0),
             ),
             Metric::one(
+                "lainlet_fleet_members",
+                Gauge,
+                "Live lainlets announced under /lain/lainlet/nodes/ (this one included when it announces).",
+                self.state.fleet.members().len(),
+            ),
+            Metric::labelled(
+                "lainlet_fleet_heartbeats",
+                Counter,
+                "Fleet heartbeat writes by this lainlet (--announce), by kind: put (a new value), refresh (the TTL only), failed (etcd did not do it; retried at the next heartbeat), expired (the key or lease had run out and was put again).",
+                {
+                    let s = self.fleet_stats().cloned().unwrap_or_default();
+                    [
+                        (label("kind", "put"), s.puts),
+                        (label("kind", "refresh"), s.refreshes),
+                        (label("kind", "failed"), s.failures),
+                        (label("kind", "expired"), s.expired),
+                    ]
+                },
+            ),
+            Metric::one(
                 "lainlet_snapshots",
                 Counter,
                 "etcd snapshots applied (initial load and resyncs).",

@@ -93,6 +93,28 @@ struct StatusJson<'a> {
     delivery: DeliveryJson,
     views: usize,
     renders: u64,
+    fleet: FleetStatusJson<'a>,
+}
+
+/// The fleet table of the status page.
+#[derive(Serialize)]
+struct FleetStatusJson<'a> {
+    /// Whether this lainlet announces itself (`--announce`), and its heartbeat counters.
+    announcing: bool,
+    heartbeats: Option<&'a crate::fleet::announcer::AnnounceStats>,
+    /// Live members first (by host name), then the ones gone in the last 10 minutes.
+    members: Vec<FleetRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct FleetRow<'a> {
+    host: &'a str,
+    alive: bool,
+    /// The member's announcement (`None`: its value does not decode, see `error`).
+    announcement: Option<&'a crate::fleet::Announcement>,
+    error: Option<&'a str>,
+    /// For a gone member: how long ago its key went away.
+    gone_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -254,6 +276,7 @@ impl Engine {
             },
             views: view_stats.views,
             renders: view_stats.renders_total,
+            fleet: self.fleet_status(now),
         };
         to_bytes(&body)
     }
@@ -323,4 +346,29 @@ fn forbidden() -> Response {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Engine {
+    fn fleet_status(&self, now: Instant) -> FleetStatusJson<'_> {
+        let fleet = &self.state.fleet;
+        let alive = fleet.members().iter().map(|(host, m)| FleetRow {
+            host,
+            alive: true,
+            announcement: m.announcement.as_ref().ok(),
+            error: m.announcement.as_ref().err().map(String::as_str),
+            gone_ms: None,
+        });
+        let gone = fleet.gone().iter().map(|(host, g)| FleetRow {
+            host,
+            alive: false,
+            announcement: Some(&g.announcement),
+            error: None,
+            gone_ms: Some(millis(now.saturating_duration_since(g.since))),
+        });
+        FleetStatusJson {
+            announcing: self.fleet_stats().is_some(),
+            heartbeats: self.fleet_stats(),
+            members: alive.chain(gone).collect(),
+        }
+    }
 }
