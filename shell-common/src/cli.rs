@@ -269,6 +269,24 @@ pub struct Cli {
     )]
     pub etcd_key: Option<std::path::PathBuf>,
 
+    /// Announce this lainlet in etcd (the fleet): keep `/lain/lainlet/nodes/<hostname>` alive
+    /// under a TTL (v3: a lease) with its version, store and applied revision, so `/fleet` on
+    /// any node lists it; the key is removed at shutdown. Off by default (the original's
+    /// command line changes nothing).
+    #[arg(long, env = "LAINLET_ANNOUNCE", value_parser = FalseyValueParser::new())]
+    pub announce: bool,
+
+    /// Seconds between two fleet heartbeats (`--announce`); the key's TTL is three of them,
+    /// at least 5 s, so a node that died leaves `/fleet` within that.
+    #[arg(
+        long,
+        env = "LAINLET_ANNOUNCE_EVERY",
+        default_value_t = 2,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
+    pub announce_every: u64,
+
     /// Print the version and exit.
     #[arg(short = 'v', long)]
     pub version: bool,
@@ -521,6 +539,21 @@ impl Cli {
                 .map(|_| std::time::Duration::from_secs(self.state_save_every)),
             ..lainlet_core::EngineConfig::default()
         }
+    }
+
+    /// The fleet heartbeat's settings for the shell `shell`, with `--announce` (not in demo
+    /// mode: there is no etcd to announce in).
+    pub fn announce_config(
+        &self,
+        shell: &str,
+    ) -> Option<lainlet_core::fleet::announcer::AnnounceConfig> {
+        (self.announce && !self.demo).then(|| lainlet_core::fleet::announcer::AnnounceConfig {
+            every: std::time::Duration::from_secs(self.announce_every),
+            shell: shell.to_owned(),
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
     }
 
     /// `--state-file`, unless empty (off).

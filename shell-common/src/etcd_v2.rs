@@ -15,12 +15,15 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use lainlet_core::fleet::announcer::{FleetWrite, FleetWritten};
+use lainlet_core::fleet::wire;
 use lainlet_core::v2::{self, Answer};
 use lainlet_core::{
     EtcdIdentity, KeyListing, Probe, Snapshot, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
     PROBE_TIMEOUT,
 };
 
+use crate::announce::FleetClient;
 use crate::etcd::{EtcdClient, EtcdWatch};
 use crate::socket::Runtime;
 use crate::sync::{first, Either};
@@ -51,6 +54,16 @@ pub trait HttpGet: Clone + Send + Sync + 'static {
         &self,
         url: String,
         authorization: Option<String>,
+    ) -> impl Future<Output = anyhow::Result<Head<Self::Body>>> + Send;
+
+    /// Sends `method url` (`PUT`, `DELETE`: the fleet's writes) with `form` as an
+    /// `application/x-www-form-urlencoded` body if given, and returns the head.
+    fn send(
+        &self,
+        method: &'static str,
+        url: String,
+        authorization: Option<String>,
+        form: Option<String>,
     ) -> impl Future<Output = anyhow::Result<Head<Self::Body>>> + Send;
 }
 
@@ -233,6 +246,57 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
             step: PollStep::Created,
             in_flight: None,
         })
+    }
+}
+
+/// Largest answer to a fleet write read (etcd answers with the node, a few hundred bytes).
+const MAX_WRITE_ANSWER: usize = 64 << 10;
+
+impl<H: HttpGet, R: Runtime> FleetClient for V2Client<H, R> {
+    async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
+        EtcdClient::connect(self, url).await
+    }
+
+    async fn write(&mut self, write: &FleetWrite) -> FleetWritten {
+        let endpoint = match self.endpoint() {
+            Ok(e) => e,
+            Err(e) => return FleetWritten::Failed(format!("{e:#}")),
+        };
+        let request = wire::v2_request(write);
+        let url = format!("{}{}", endpoint.base, request.path);
+        let sent = self
+            .http
+            .send(
+                request.method,
+                url,
+                self.authorization.clone(),
+                request.form,
+            )
+            .await;
+        let mut head = match sent {
+            Ok(head) => head,
+            Err(e) => {
+                return FleetWritten::Failed(format!("{} {}: {e:#}", request.method, request.path))
+            }
+        };
+        let mut body = Vec::new();
+        loop {
+            match head.body.chunk().await {
+                Ok(Some(chunk)) if body.len().saturating_add(chunk.len()) <= MAX_WRITE_ANSWER => {
+                    body.extend_from_slice(&chunk)
+                }
+                Ok(Some(_)) => return FleetWritten::Failed("an answer too large".to_owned()),
+                Ok(None) => break,
+                Err(e) => return FleetWritten::Failed(format!("reading the answer: {e:#}")),
+            }
+        }
+        let answer = Answer {
+            status: head.status,
+            etcd_index: head.etcd_index.as_deref(),
+            cluster_id: head.cluster_id.as_deref(),
+            body: &body,
+        };
+        wire::v2_answer(write, answer)
     }
 }
 

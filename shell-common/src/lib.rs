@@ -34,6 +34,7 @@
 #![deny(unsafe_code)] // one allowed call: `conn::trim_memory`
 #![warn(missing_docs)]
 
+pub mod announce;
 pub mod cli;
 pub mod conn;
 pub mod etcd;

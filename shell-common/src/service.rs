@@ -116,6 +116,7 @@ impl<L> Started<L> {
             .map_err(|e| fail(format!("cannot listen on {local}: {e}")))?;
         let config = lainlet_core::EngineConfig {
             started: Some(crate::startup::mark_start()),
+            announce: cli.announce_config(package),
             ..cli.engine_config()
         };
         crate::log_listening(package, version, &local, &cli, &config.hostname);
@@ -242,6 +243,10 @@ pub async fn drain<R: Runtime>(shared: &Shared, rt: &R) -> ExitCode {
     let deadline = Instant::now() + DRAIN;
     while shared.connection_count() > 0 && Instant::now() < deadline {
         rt.sleep(Duration::from_millis(10)).await;
+    }
+    let withdrawn = crate::announce::WITHDRAW_TIMEOUT + Duration::from_millis(500);
+    if let Either::Right(()) = first(shared.announce_finished(), rt.sleep(withdrawn)).await {
+        warn!("fleet: the heartbeat did not stop within {withdrawn:?}");
     }
     crate::state_file::save_now(shared);
     info!("stopped ({} connections left)", shared.connection_count());

@@ -29,6 +29,10 @@ pub struct Shared {
     shutdown: Latch,
     /// `--state-file`, when on.
     state_file: std::sync::OnceLock<std::path::PathBuf>,
+    /// Whether the fleet heartbeat runs (it removes its key before the process exits).
+    announcing: std::sync::atomic::AtomicBool,
+    /// Set when the fleet heartbeat is over (its key removed, or it never ran).
+    announce_done: Latch,
 }
 
 struct Inner {
@@ -64,7 +68,26 @@ impl Shared {
             timer: Notify::new(),
             shutdown: Latch::new(),
             state_file: std::sync::OnceLock::new(),
+            announcing: std::sync::atomic::AtomicBool::new(false),
+            announce_done: Latch::new(),
         })
+    }
+
+    /// The fleet heartbeat task starts ([`crate::announce::announce`]).
+    pub fn announce_started(&self) {
+        self.announcing.store(true, Ordering::SeqCst);
+    }
+
+    /// The fleet heartbeat task is over.
+    pub fn announce_done(&self) {
+        self.announce_done.set();
+    }
+
+    /// Resolves when the fleet heartbeat is over, or at once if it never started.
+    pub async fn announce_finished(&self) {
+        if self.announcing.load(Ordering::SeqCst) {
+            self.announce_done.wait().await;
+        }
     }
 
     /// Sets the state file the engine's state is saved to (once, at start).

@@ -24,7 +24,27 @@ impl HttpGet for Trillium {
         url: String,
         authorization: Option<String>,
     ) -> anyhow::Result<Head<TrilliumBody>> {
-        let mut conn = self.0.client().get(url.as_str());
+        self.send("GET", url, authorization, None).await
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        url: String,
+        authorization: Option<String>,
+        form: Option<String>,
+    ) -> anyhow::Result<Head<TrilliumBody>> {
+        let client = self.0.client();
+        let mut conn = match method {
+            "PUT" => client.put(url.as_str()),
+            "DELETE" => client.delete(url.as_str()),
+            _ => client.get(url.as_str()),
+        };
+        if let Some(form) = form {
+            conn = conn
+                .with_request_header("Content-Type", "application/x-www-form-urlencoded")
+                .with_body(form);
+        }
         if let Some(value) = authorization {
             conn = conn.with_request_header("Authorization", value);
         }

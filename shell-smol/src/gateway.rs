@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use lainlet_core::fleet::announcer::{FleetWrite, FleetWritten};
+use lainlet_core::fleet::wire;
 use lainlet_core::{
     gateway, EtcdIdentity, KeyListing, Probe, Snapshot, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
     PROBE_TIMEOUT,
@@ -329,5 +331,72 @@ impl EtcdWatch for GatewayWatch {
                 Err(e) => return Err(anyhow!(e).context("watch")),
             }
         }
+    }
+}
+
+/// The fleet heartbeat through the gateway: `/v3/lease/grant` once, `/v3/kv/put` under the
+/// lease, one `/v3/lease/keepalive` message per heartbeat, `/v3/lease/revoke` at shutdown
+/// (the bodies and answers are `lainlet_core::fleet::wire`'s).
+impl lainlet_shell_common::announce::FleetClient for GatewayClient {
+    async fn connect(&mut self, endpoint: &str) -> anyhow::Result<()> {
+        EtcdClient::connect(self, endpoint).await
+    }
+
+    async fn write(&mut self, write: &FleetWrite) -> FleetWritten {
+        let endpoint = match self.endpoint() {
+            Ok(e) => e,
+            Err(e) => return FleetWritten::Failed(e.to_string()),
+        };
+        let http = &self.http;
+        let call = |path: &'static str, body: Vec<u8>| async move {
+            endpoint
+                .exchange(http, CALL_TIMEOUT, path, body)
+                .await
+                .map_err(|e| FleetWritten::Failed(format!("{path}: {e:#}")))
+        };
+        let result = async {
+            match write {
+                FleetWrite::Put {
+                    key,
+                    value,
+                    ttl,
+                    lease,
+                    ..
+                } => {
+                    let lease = match lease {
+                        Some(id) => *id,
+                        None => {
+                            let (status, answer) =
+                                call("/v3/lease/grant", wire::grant_request(*ttl)).await?;
+                            wire::parse_grant(status, &answer)?
+                        }
+                    };
+                    let (status, answer) =
+                        call("/v3/kv/put", wire::put_request(key, value, lease)).await?;
+                    match wire::parse_lease_call(status, &answer, false) {
+                        FleetWritten::Done { .. } => Ok(FleetWritten::Done { lease: Some(lease) }),
+                        other => Ok(other),
+                    }
+                }
+                FleetWrite::Refresh { lease: None, .. } => Ok(FleetWritten::Gone),
+                FleetWrite::Refresh {
+                    lease: Some(id), ..
+                } => {
+                    let (status, answer) =
+                        call("/v3/lease/keepalive", wire::lease_request(*id)).await?;
+                    Ok(wire::parse_lease_call(status, &answer, false))
+                }
+                // Every v3 key is put under a lease: without one nothing was written.
+                FleetWrite::Withdraw { lease: None, .. } => Ok(FleetWritten::Done { lease: None }),
+                FleetWrite::Withdraw {
+                    lease: Some(id), ..
+                } => {
+                    let (status, answer) =
+                        call("/v3/lease/revoke", wire::lease_request(*id)).await?;
+                    Ok(wire::parse_lease_call(status, &answer, true))
+                }
+            }
+        };
+        result.await.unwrap_or_else(|failed: FleetWritten| failed)
     }
 }

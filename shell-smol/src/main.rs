@@ -85,7 +85,20 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
         let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
         let http = tls::EtcdHttp::new(started.etcd_tls.clone());
         let v3 = gateway::GatewayClient::new(http.clone(), credentials.clone());
-        let v2 = V2Client::new(etcd_v2::Trillium(http), Smol, credentials);
+        let v2 = V2Client::new(etcd_v2::Trillium(http.clone()), Smol, credentials.clone());
+        // The fleet heartbeat writes on clients of its own (it never waits for the watch).
+        let fleet = Clients {
+            v2: V2Client::new(etcd_v2::Trillium(http.clone()), Smol, credentials.clone()),
+            v3: gateway::GatewayClient::new(http.clone(), credentials.clone()),
+        };
+        let endpoints = started.endpoints.clone();
+        ex.spawn(lainlet_shell_common::announce::announce(
+            shared.clone(),
+            endpoints,
+            fleet,
+            Smol,
+        ))
+        .detach();
         let clients = Clients { v2, v3 };
         let follow =
             lainlet_shell_common::etcd::follow(shared.clone(), started.endpoints, clients, Smol);

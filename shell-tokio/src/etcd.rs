@@ -9,9 +9,10 @@ use anyhow::{anyhow, Context as _};
 use std::sync::Arc;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
-    WatchStream,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
+    WatchOptions, WatchStream,
 };
+use lainlet_core::fleet::announcer::{FleetWrite, FleetWritten};
 use lainlet_core::{
     EtcdIdentity, KeyListing, Probe, Snapshot, WatchEvent, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
     PROBE_TIMEOUT,
@@ -251,4 +252,81 @@ fn watch_event(event: &etcd_client::Event) -> Option<WatchEvent> {
             mod_revision: kv.mod_revision,
         },
     })
+}
+
+/// The fleet heartbeat over gRPC: a lease granted once and kept alive, the key put under it,
+/// the lease revoked at shutdown.
+impl lainlet_shell_common::announce::FleetClient for GrpcClient {
+    async fn connect(&mut self, endpoint: &str) -> anyhow::Result<()> {
+        EtcdClient::connect(self, endpoint).await
+    }
+
+    async fn write(&mut self, write: &FleetWrite) -> FleetWritten {
+        let mut client = match self.client() {
+            Ok(c) => c.clone(),
+            Err(e) => return FleetWritten::Failed(e.to_string()),
+        };
+        match fleet_write(&mut client, write).await {
+            Ok(written) => written,
+            Err(etcd_client::Error::GRpcStatus(status))
+                if status.message().contains("lease not found") =>
+            {
+                match write {
+                    FleetWrite::Withdraw { .. } => FleetWritten::Done { lease: None },
+                    _ => FleetWritten::Gone,
+                }
+            }
+            Err(e) => FleetWritten::Failed(e.to_string()),
+        }
+    }
+}
+
+async fn fleet_write(
+    client: &mut Client,
+    write: &FleetWrite,
+) -> Result<FleetWritten, etcd_client::Error> {
+    match write {
+        FleetWrite::Put {
+            key,
+            value,
+            ttl,
+            lease,
+            ..
+        } => {
+            let lease = match lease {
+                Some(id) => *id,
+                None => {
+                    let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+                    client.lease_grant(secs, None).await?.id()
+                }
+            };
+            let options = PutOptions::new().with_lease(lease);
+            client
+                .put(key.as_bytes(), value.clone(), Some(options))
+                .await?;
+            Ok(FleetWritten::Done { lease: Some(lease) })
+        }
+        FleetWrite::Refresh { lease, .. } => {
+            let Some(id) = lease else {
+                return Ok(FleetWritten::Gone);
+            };
+            let (mut keeper, mut stream) = client.lease_keep_alive(*id).await?;
+            keeper.keep_alive().await?;
+            match stream.message().await? {
+                Some(answer) if answer.ttl() > 0 => Ok(FleetWritten::Done { lease: None }),
+                _ => Ok(FleetWritten::Gone),
+            }
+        }
+        FleetWrite::Withdraw { key, lease, .. } => {
+            match lease {
+                Some(id) => {
+                    client.lease_revoke(*id).await?;
+                }
+                None => {
+                    client.delete(key.as_bytes(), None).await?;
+                }
+            }
+            Ok(FleetWritten::Done { lease: None })
+        }
+    }
 }

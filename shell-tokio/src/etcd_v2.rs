@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,7 +23,7 @@ use lainlet_shell_common::rustls;
 type Connector = HttpsConnector<HttpConnector>;
 
 /// hyper's pooled client over [`Connector`].
-type PooledClient = Client<Connector, Empty<Bytes>>;
+type PooledClient = Client<Connector, Full<Bytes>>;
 
 /// hyper's client: connections to etcd are kept open and reused between requests; over TLS
 /// with the etcd TLS files as they are (a new client, so new connections, once they change).
@@ -87,11 +87,31 @@ impl HttpGet for Hyper {
         url: String,
         authorization: Option<String>,
     ) -> anyhow::Result<Head<HyperBody>> {
-        let mut request = hyper::Request::get(url.as_str());
+        self.send("GET", url, authorization, None).await
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        url: String,
+        authorization: Option<String>,
+        form: Option<String>,
+    ) -> anyhow::Result<Head<HyperBody>> {
+        let mut request = hyper::Request::builder().method(method).uri(url.as_str());
         if let Some(value) = authorization {
             request = request.header(hyper::header::AUTHORIZATION, value);
         }
-        let request = request.body(Empty::new()).context("building the request")?;
+        let body = match form {
+            Some(form) => {
+                request = request.header(
+                    hyper::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                );
+                Full::new(Bytes::from(form))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request.body(body).context("building the request")?;
         let response = self.client().request(request).await?;
         let header = |name: &str| {
             response

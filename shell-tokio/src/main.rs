@@ -85,8 +85,19 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
         let v3 = etcd::GrpcClient::new(&started.cli, tls.clone());
         let cli = &started.cli;
         let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
-        let v2 = V2Client::new(etcd_v2::Hyper::new(tls), Tokio, credentials);
+        let v2 = V2Client::new(etcd_v2::Hyper::new(tls.clone()), Tokio, credentials.clone());
         let endpoints = started.endpoints;
+        // The fleet heartbeat writes on clients of its own (it never waits for the watch).
+        let fleet = Clients {
+            v2: V2Client::new(etcd_v2::Hyper::new(tls.clone()), Tokio, credentials),
+            v3: etcd::GrpcClient::new(cli, tls),
+        };
+        tokio::spawn(lainlet_shell_common::announce::announce(
+            shared.clone(),
+            endpoints.clone(),
+            fleet,
+            Tokio,
+        ));
         tokio::spawn(lainlet_shell_common::etcd::follow(
             shared.clone(),
             endpoints,

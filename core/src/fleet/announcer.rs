@@ -24,6 +24,14 @@ use crate::etcd::Store;
 /// The shortest TTL a fleet key gets.
 pub const MIN_TTL: Duration = Duration::from_secs(5);
 
+/// On etcd's v2 store a heartbeat sets the value again, instead of refreshing the TTL, when
+/// the last set is this old. A refresh notifies no watcher but takes a place in etcd's
+/// 1000-event history; a quiet `/lain/` would otherwise fall out of that history (N
+/// announcing lainlets fill it in 2000/N s) and every renewed long poll would end in a full
+/// re-read (error 401). One set a minute wakes every lainlet's poll with an event (which no
+/// view sees and nobody answers with a write), so its next poll starts inside the history.
+pub const V2_SET_EVERY: Duration = Duration::from_secs(60);
+
 /// Settings of the fleet heartbeat (`--announce`, `--announce-every`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnnounceConfig {
@@ -149,6 +157,8 @@ struct Held {
     store: Store,
     lease: Option<i64>,
     written: Announcement,
+    /// When the value was last set (v2: see [`V2_SET_EVERY`]).
+    set_at: Instant,
 }
 
 /// The heartbeat state machine (see the module docs).
@@ -218,7 +228,9 @@ impl Announcer {
         let write = match &self.held {
             Some(held)
                 if held.store == store
-                    && !changed(&held.written, &announcement, facts.relevant_revision) =>
+                    && !changed(&held.written, &announcement, facts.relevant_revision)
+                    && !(store == Store::V2
+                        && now.saturating_duration_since(held.set_at) >= V2_SET_EVERY) =>
             {
                 FleetWrite::Refresh {
                     store,
@@ -260,6 +272,7 @@ impl Announcer {
                         store,
                         lease,
                         written,
+                        set_at: now,
                     });
                 }
             }

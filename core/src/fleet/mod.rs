@@ -16,6 +16,7 @@
 //! fleet's writes never make anyone write again.
 
 pub mod announcer;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -450,3 +450,149 @@ fn only_keys_below_the_prefix_name_a_host() {
     assert_eq!(host_of_key("/lain/lainlet/other"), None);
     assert_eq!(host_of_key("/lain/config/x"), None);
 }
+
+#[test]
+fn on_v2_the_value_is_set_again_every_minute_so_quiet_polls_stay_in_etcds_history() {
+    let t0 = Instant::now();
+    let mut a = Announcer::new(config(), "node1");
+    let v2 = || Facts {
+        store: Some((Store::V2, 0)),
+        ..facts(5, 5, 0)
+    };
+    beat(&mut a, t0, v2(), FleetWritten::Done { lease: None });
+    let mut puts = 0;
+    let mut refreshes = 0;
+    for i in 1..=60u64 {
+        let w = beat(
+            &mut a,
+            t0 + Duration::from_secs(2 * i),
+            v2(),
+            FleetWritten::Done { lease: None },
+        );
+        match w {
+            FleetWrite::Put { .. } => puts += 1,
+            _ => refreshes += 1,
+        }
+    }
+    // 120 s of heartbeats: a set at 60 s and at 120 s, refreshes otherwise.
+    assert_eq!((puts, refreshes), (2, 58));
+    // v3 keeps its lease alive only.
+    let mut a = Announcer::new(config(), "node1");
+    beat(
+        &mut a,
+        t0,
+        facts(5, 5, 0),
+        FleetWritten::Done { lease: Some(3) },
+    );
+    for i in 1..=60u64 {
+        let w = beat(
+            &mut a,
+            t0 + Duration::from_secs(2 * i),
+            facts(5, 5, 0),
+            FleetWritten::Done { lease: None },
+        );
+        assert!(!is_put(&w));
+    }
+}
+
+mod wire_answers {
+    use super::*;
+    use crate::etcd::v2::Answer;
+    use crate::fleet::wire::*;
+
+    fn answer(status: u16, body: &[u8]) -> Answer<'_> {
+        Answer {
+            status,
+            etcd_index: Some("12"),
+            cluster_id: None,
+            body,
+        }
+    }
+
+    fn refresh() -> FleetWrite {
+        FleetWrite::Refresh {
+            store: Store::V2,
+            key: "/lain/lainlet/nodes/n 1".into(),
+            ttl: Duration::from_secs(6),
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn v2_writes_are_form_encoded_puts_and_deletes_of_the_key() {
+        let put = FleetWrite::Put {
+            store: Store::V2,
+            key: "/lain/lainlet/nodes/n1".into(),
+            value: br#"{"a":"b c&d"}"#.to_vec(),
+            ttl: Duration::from_secs(6),
+            lease: None,
+        };
+        assert_eq!(
+            v2_request(&put),
+            V2Request {
+                method: "PUT",
+                path: "/v2/keys/lain/lainlet/nodes/n1".into(),
+                form: Some("value=%7B%22a%22%3A%22b%20c%26d%22%7D&ttl=6".into()),
+            }
+        );
+        let r = v2_request(&refresh());
+        assert_eq!(r.path, "/v2/keys/lain/lainlet/nodes/n%201");
+        assert_eq!(r.form.as_deref(), Some("ttl=6&refresh=true&prevExist=true"));
+    }
+
+    #[test]
+    fn v2_key_not_found_means_gone_for_a_refresh_and_done_for_a_withdraw() {
+        // etcd's error body for a missing key (error 100).
+        let missing = br#"{"errorCode":100,"message":"Key not found","cause":"/lain/lainlet/nodes/n1","index":12}"#;
+        assert_eq!(
+            v2_answer(&refresh(), answer(404, missing)),
+            FleetWritten::Gone
+        );
+        let withdraw = FleetWrite::Withdraw {
+            store: Store::V2,
+            key: "/lain/lainlet/nodes/n1".into(),
+            lease: None,
+        };
+        assert_eq!(
+            v2_answer(&withdraw, answer(404, missing)),
+            FleetWritten::Done { lease: None }
+        );
+        let denied = br#"{"errorCode":110,"message":"The request requires user authentication","cause":"Insufficient credentials","index":0}"#;
+        assert!(matches!(
+            v2_answer(&refresh(), answer(401, denied)),
+            FleetWritten::Failed(m) if m.contains("110")
+        ));
+        assert!(matches!(
+            v2_answer(&refresh(), answer(502, b"<html>bad gateway</html>")),
+            FleetWritten::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn gateway_lease_answers_tell_done_gone_and_failed_apart() {
+        let grant = br#"{"header":{"revision":"5"},"ID":"7587883","TTL":"6"}"#;
+        assert_eq!(parse_grant(200, grant), Ok(7587883));
+        let alive = br#"{"result":{"header":{},"ID":"7587883","TTL":"6"}}"#;
+        assert_eq!(
+            parse_lease_call(200, alive, false),
+            FleetWritten::Done { lease: None }
+        );
+        let expired = br#"{"result":{"header":{},"ID":"7587883"}}"#;
+        assert_eq!(parse_lease_call(200, expired, false), FleetWritten::Gone);
+        let not_found = br#"{"error":"etcdserver: requested lease not found","code":5,"message":"etcdserver: requested lease not found"}"#;
+        assert_eq!(parse_lease_call(404, not_found, false), FleetWritten::Gone);
+        assert_eq!(
+            parse_lease_call(404, not_found, true),
+            FleetWritten::Done { lease: None }
+        );
+        let denied = br#"{"error":"etcdserver: permission denied","code":7,"message":"etcdserver: permission denied"}"#;
+        assert!(matches!(
+            parse_lease_call(403, denied, false),
+            FleetWritten::Failed(m) if m.contains("permission denied")
+        ));
+        assert!(matches!(
+            parse_grant(200, b"{}"),
+            Err(FleetWritten::Failed(_))
+        ));
+    }
+}

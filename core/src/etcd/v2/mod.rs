@@ -83,7 +83,7 @@ pub fn key_wait_path(key: &str, revision: i64) -> String {
 }
 
 /// `key` as a URL path: every byte but unreserved characters, `/` and `:` percent-encoded.
-fn key_path(key: &str) -> String {
+pub(crate) fn key_path(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {
@@ -247,7 +247,7 @@ pub fn parse_probe(answer: Answer<'_>) -> Probe {
 }
 
 /// etcd's error 100, "Key not found".
-const KEY_NOT_FOUND: i64 = 100;
+pub(crate) const KEY_NOT_FOUND: i64 = 100;
 /// etcd's error 401, "The event in requested index is outdated and cleared".
 pub(crate) const EVENT_INDEX_CLEARED: i64 = 401;
 
