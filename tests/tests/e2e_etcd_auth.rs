@@ -105,6 +105,12 @@ impl Root<'_> {
 /// Turns authentication on in `store`: users `root` and [`USER`], whose role reads `/lain/`
 /// and writes `/lain/lainlet/` only (v2: the guest role loses its rights).
 fn enable_auth(etcd: &EtcdServer, store: Store) -> Root<'_> {
+    enable_auth_with(etcd, store, true)
+}
+
+/// [`enable_auth`], with the user's write access to `/lain/lainlet/` (the fleet's keys) only
+/// when `fleet_writes`.
+fn enable_auth_with(etcd: &EtcdServer, store: Store, fleet_writes: bool) -> Root<'_> {
     let root = Root {
         etcd,
         store,
@@ -130,7 +136,7 @@ fn enable_auth(etcd: &EtcdServer, store: Store) -> Root<'_> {
                 ),
                 (
                     "/v3/auth/role/grant",
-                    json!({"name": "lain-reader", "perm": {"permType": "READWRITE",
+                    json!({"name": "lain-reader", "perm": {"permType": if fleet_writes { "READWRITE" } else { "READ" },
                         "key": b64("/lain/lainlet/"), "range_end": b64("/lain/lainlet0")}}),
                 ),
                 (
@@ -156,7 +162,8 @@ fn enable_auth(etcd: &EtcdServer, store: Store) -> Root<'_> {
                 (
                     "/v2/auth/roles/lain-reader",
                     json!({"role": "lain-reader", "permissions": {"kv": {
-                        "read": ["/lain*"], "write": ["/lain/lainlet/*"]}}}),
+                        "read": ["/lain*"],
+                        "write": if fleet_writes { json!(["/lain/lainlet/*"]) } else { json!([]) }}}}),
                 ),
                 (
                     "/v2/auth/users/lainlet",
@@ -316,4 +323,35 @@ store_conformance_test!(fn mutual_tls_and_a_read_only_user_serve_and_follow_etcd
     root.put("/lain/config/dns", "\"10.0.0.53\"");
     want["dns"] = json!("\"10.0.0.53\"");
     wait_json(&svc, CONFIG, &want);
+});
+
+store_conformance_test!(fn a_user_that_may_not_write_the_fleet_key_serves_and_counts_failed_heartbeats(kind, store) {
+    if skip_unless_etcd34("authentication is set up through etcd 3.4's APIs") {
+        return;
+    }
+    let etcd = EtcdServer::new().expect("start etcd");
+    etcd.with_store(store).put("/lain/config/vip", "\"192.168.77.201\"");
+    let want = etcd_config_in(&etcd, store);
+    let root = enable_auth_with(&etcd, store, false);
+    let svc = auth_command(kind, &etcd, store, PASSWORD)
+        .args(["--announce", "--announce-every", "1"])
+        .start()
+        .expect("the service is ready as a user that may not announce");
+    wait_json(&svc, CONFIG, &want);
+    let failed = "lainlet_fleet_heartbeats_total{kind=\"failed\"}";
+    let ok = wait_until(15 * SEC, || metric(&svc, failed) >= Some(3.0));
+    assert!(ok, "failed heartbeats counted: {:?}", metric(&svc, failed));
+    assert_eq!(metric(&svc, "lainlet_fleet_heartbeats_total{kind=\"put\"}"), Some(0.0));
+    let log = svc.log();
+    assert_eq!(
+        log.matches("fleet: heartbeat failed").count(),
+        1,
+        "one warning, not one per heartbeat: {log}"
+    );
+    // Serving and following etcd go on.
+    root.put("/lain/config/dns", "\"10.0.0.53\"");
+    let mut want = want;
+    want["dns"] = json!("\"10.0.0.53\"");
+    wait_json(&svc, CONFIG, &want);
+    assert_eq!(svc.get("/healthz").json()["status"], "ok");
 });
