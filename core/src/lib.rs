@@ -83,7 +83,6 @@ mod engine;
 mod error;
 mod etcd;
 mod input;
-mod json;
 mod model;
 mod persist;
 mod request;
@@ -91,6 +90,9 @@ mod response;
 mod sse;
 mod state;
 mod views;
+
+/// Go-compatible JSON output, shared with the gRPC mapping and the fixtures.
+use lainlet_gojson as json;
 
 pub use auth::is_local_peer;
 pub use engine::{
