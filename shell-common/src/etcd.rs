@@ -583,18 +583,7 @@ pub fn key_value(key: &[u8], value: Vec<u8>, mod_revision: i64) -> Option<KeyVal
 pub fn load_demo(shared: &Shared) -> usize {
     let dump = lainlet_fixtures::demo();
     let keys = dump.kvs.len();
-    let snapshot = Snapshot {
-        revision: dump.revision,
-        kvs: dump
-            .kvs
-            .into_iter()
-            .map(|kv| KeyValue {
-                key: kv.key,
-                value: kv.value,
-                mod_revision: kv.mod_revision,
-            })
-            .collect(),
-    };
+    let snapshot = Snapshot::from(dump);
     shared.with_engine(|engine| engine.handle_demo(Instant::now(), snapshot));
     keys
 }

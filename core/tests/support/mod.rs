@@ -25,33 +25,12 @@ pub fn golden_config() -> EngineConfig {
 }
 
 pub fn snapshot(dump: &Dump) -> Snapshot {
-    Snapshot {
-        revision: dump.revision,
-        kvs: dump
-            .kvs
-            .iter()
-            .map(|kv| KeyValue {
-                key: kv.key.clone(),
-                value: kv.value.clone(),
-                mod_revision: kv.mod_revision,
-            })
-            .collect(),
-    }
+    dump.snapshot()
 }
 
 /// Converts a scripted change into a watch event at `revision`.
 pub fn event(change: &Change, revision: i64) -> WatchEvent {
-    match change {
-        Change::Put { key, value } => WatchEvent::Put(KeyValue {
-            key: key.clone(),
-            value: value.clone(),
-            mod_revision: revision,
-        }),
-        Change::Delete { key } => WatchEvent::Delete {
-            key: key.clone(),
-            mod_revision: revision,
-        },
-    }
+    change.event(revision)
 }
 
 /// An engine, its clock, and the store it mirrors (to produce resync snapshots).
@@ -154,7 +133,7 @@ pub fn apply_to_dump(dump: &Dump, change: &Change, revision: i64) -> Dump {
         .cloned()
         .collect();
     if let Change::Put { key, value } = change {
-        kvs.push(lainlet_fixtures::Kv {
+        kvs.push(KeyValue {
             key: key.clone(),
             value: value.clone(),
             mod_revision: revision,
