@@ -100,7 +100,7 @@ pub use engine::{
     Engine, EngineConfig, EtcdStatus, HistoryWindow, QuorumOutcome, Rendering, RequestContext,
     Restored, StoreDecision, SubscriberId, Update, ViewVersion, V2_VERSION,
 };
-pub use error::ApiError;
+pub use error::{ApiError, EtcdCallError, StateIoError};
 pub use etcd::{
     gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdCheck, EtcdIdentity, EtcdStep, KeyListing,
     NoStore, Probe, Store, StoreChoice, WatchOutcome, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,

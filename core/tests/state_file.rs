@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lainlet_core::{
     Engine, EngineConfig, EtcdApi, EtcdIdentity, EtcdStep, Probe, SavedState, StateFileError,
-    Store, WatchResponse,
+    StateIoError, Store, WatchResponse,
 };
 use lainlet_fixtures::{Change, Dump};
 use proptest::prelude::*;
@@ -122,7 +122,7 @@ fn follow(e: &mut Engine, now: Instant, etcd: &Etcd, store: Store) -> Cost {
             }
             EtcdStep::ProveHistory { key, revision, .. } => {
                 let answer = match revision <= etcd.compacted {
-                    true => Err("mvcc: required revision has been compacted".to_owned()),
+                    true => Err("mvcc: required revision has been compacted".into()),
                     false => Ok(etcd.at(revision).and_then(|d| {
                         d.kvs
                             .iter()
@@ -481,7 +481,11 @@ fn a_state_is_saved_when_it_changed_and_the_period_passed_and_a_failed_write_is_
     let saved = e.poll_state_save(due, false).expect("due");
     assert_eq!(saved.revision(), etcd.current().revision);
     assert!(e.poll_state_save(due, true).is_none(), "handed out already");
-    e.handle_state_saved(due, Err("No space left on device".into()));
+    let full = StateIoError::Write {
+        path: "/var/lib/lainlet/state".into(),
+        reason: "No space left on device".into(),
+    };
+    e.handle_state_saved(due, Err(full));
     let again = e.poll_state_save_timeout().unwrap();
     assert_eq!(again, due + every, "retried a period later");
     assert!(e.poll_state_save(again, false).is_some());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::drift::{DriftCheck, MirrorView};
 use super::Engine;
+use crate::error::EtcdCallError;
 use crate::etcd::{EtcdCheck, EtcdIdentity, KeyListing};
 
 /// When the checks run.
@@ -148,7 +149,7 @@ impl Engine {
     pub fn handle_quorum_check(
         &mut self,
         now: Instant,
-        result: Result<EtcdIdentity, String>,
+        result: Result<EtcdIdentity, EtcdCallError>,
     ) -> QuorumOutcome {
         let id = match result {
             Ok(id) => id,
@@ -176,7 +177,7 @@ impl Engine {
     pub fn handle_history_proof(
         &mut self,
         now: Instant,
-        answer: Result<Option<i64>, String>,
+        answer: Result<Option<i64>, EtcdCallError>,
     ) -> QuorumOutcome {
         let Some((key, revision)) = self.mirror.newest_put() else {
             self.etcd.handle_proven();
@@ -219,14 +220,18 @@ impl Engine {
     pub fn handle_key_listing(
         &mut self,
         now: Instant,
-        listing: Result<KeyListing, String>,
+        listing: Result<KeyListing, EtcdCallError>,
     ) -> DriftOutcome {
         if let Some(every) = self.config.checks.drift_every {
             self.checks.next_drift = Some(now + self.drift_interval(every));
         }
         let listing = match listing {
             Ok(l) => l,
-            Err(reason) => return DriftOutcome::Skipped { reason },
+            Err(e) => {
+                return DriftOutcome::Skipped {
+                    reason: e.to_string(),
+                }
+            }
         };
         let Some(applied) = self.applied_revision() else {
             return DriftOutcome::Skipped {
@@ -375,7 +380,7 @@ mod tests {
             reason.contains("no quorum") && reason.contains("timed out"),
             "{reason}"
         );
-        e.handle_etcd_failure(t0 + s(25), reason);
+        e.handle_etcd_failure(t0 + s(25), reason.into());
         let health = healthz(&mut e);
         assert!(health.contains(r#""status":"stale""#), "{health}");
         assert!(health.contains("no quorum"), "{health}");

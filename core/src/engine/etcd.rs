@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use crate::error::EtcdCallError;
 use crate::etcd::{
     choose_store, EtcdApi, EtcdIdentity, EtcdStep, EtcdSync, Jitter, NoStore, Probe, Store,
     StoreChoice, WatchOutcome, WatchResponse,
@@ -368,13 +369,15 @@ impl Engine {
     }
 
     /// The connection, the snapshot read or the watch failed: the served state stays, the
-    /// status says why, and the next [`Engine::poll_etcd`] backs off (the returned delay), then
-    /// tries the next endpoint.
-    pub fn handle_etcd_failure(&mut self, now: Instant, reason: String) -> Duration {
+    /// status says why (the error's text), and the next [`Engine::poll_etcd`] backs off (the
+    /// returned delay), then tries the next endpoint.
+    pub fn handle_etcd_failure(&mut self, now: Instant, error: EtcdCallError) -> Duration {
         if !matches!(self.etcd.status, EtcdStatus::Disconnected { .. }) {
             self.etcd.disconnects += 1;
         }
-        self.etcd.status = EtcdStatus::Disconnected { reason };
+        self.etcd.status = EtcdStatus::Disconnected {
+            reason: error.to_string(),
+        };
         // Resumes waiting for etcd's history get a fresh `init` instead.
         self.release_held_resumes(now);
         let jitter = self.etcd.jitter.unit();

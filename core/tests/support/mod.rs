@@ -319,7 +319,11 @@ pub fn serve_backfills(
             EtcdCheck::Backfill { at_revision } => {
                 assert_eq!(due, h.now, "a held resume's listing is due at once");
                 let listing = list(at_revision);
-                outcomes.push(h.engine.handle_backfill(h.now, at_revision, listing));
+                outcomes.push(h.engine.handle_backfill(
+                    h.now,
+                    at_revision,
+                    listing.map_err(Into::into),
+                ));
             }
             _ => return outcomes,
         }
