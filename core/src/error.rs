@@ -8,6 +8,7 @@ use std::time::Duration;
 /// A request that cannot be answered with data. The `Display` text is the response body (the
 /// original's texts, typos included, where clients may match on them).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// The caller is neither local nor a super app's container.
     #[error("authorize failed, super required")]

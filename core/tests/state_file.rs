@@ -118,7 +118,7 @@ fn follow(e: &mut Engine, now: Instant, etcd: &Etcd, store: Store) -> Cost {
                     Store::V2 => (&keys, &empty),
                     Store::V3 => (&empty, &keys),
                 };
-                e.handle_store_probe(now, v2, v3).unwrap();
+                let _ = e.handle_store_probe(now, v2, v3).unwrap();
             }
             EtcdStep::ProveHistory { key, revision, .. } => {
                 let answer = match revision <= etcd.compacted {

@@ -37,7 +37,7 @@ fn harness() -> Harness {
         created: true,
         ..WatchResponse::default()
     };
-    h.engine.handle_watch_response(now, created);
+    let _ = h.engine.handle_watch_response(now, created);
     h
 }
 

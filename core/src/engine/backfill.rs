@@ -54,6 +54,7 @@ pub(super) struct Backfill {
 }
 
 /// What a listing did, for the log.
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackfillOutcome {
     /// The resumes from `revision` were answered: `changed` cache keys changed after it.

@@ -76,6 +76,7 @@ pub enum QuorumOutcome {
 }
 
 /// What a key listing found.
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriftOutcome {
     /// The mirror matches etcd (`compared` keys).
@@ -308,7 +309,7 @@ mod tests {
             header_revision: 20,
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, created);
+        let _ = e.handle_watch_response(now, created);
         e
     }
 
@@ -605,7 +606,7 @@ mod tests {
         let intervals: std::collections::BTreeSet<_> = (0..20)
             .map(|_| {
                 let at = due(&mut e, third);
-                e.handle_key_listing(third, Ok(listing(20, &[(VIP, 4), (DOMAIN, 5)])));
+                let _ = e.handle_key_listing(third, Ok(listing(20, &[(VIP, 4), (DOMAIN, 5)])));
                 at
             })
             .collect();

@@ -87,6 +87,7 @@ pub(super) struct EtcdLink {
 const LOST_IN_A_ROW: u32 = 3;
 
 /// What [`Engine::handle_store_probe`] decided.
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreDecision {
     /// The store read from now on, whether that is settled, and why.
@@ -542,7 +543,7 @@ mod tests {
             header_revision: 27,
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, head);
+        let _ = e.handle_watch_response(now, head);
         let hit = WatchResponse {
             header_revision: 27,
             events: vec![WatchEvent::Put(kv("/lain/config/vip", "1.2.3.4", 12))],
@@ -584,7 +585,7 @@ mod tests {
             last_event_revision: Some(10),
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, delete);
+        let _ = e.handle_watch_response(now, delete);
         let apps = get(&mut e, "/v2/appswatcher");
         assert!(!apps.contains("\"hello\""), "{apps}");
         assert!(
@@ -717,7 +718,7 @@ mod tests {
             last_event_revision: Some(11),
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, event);
+        let _ = e.handle_watch_response(now, event);
         assert!(
             matches!(
                 e.handle_watch_response(now, cleared()),
@@ -742,7 +743,7 @@ mod tests {
     fn a_failure_is_counted_once_per_outage_and_backs_off_before_the_next_endpoint() {
         let now = Instant::now();
         let mut e = engine_at(10);
-        e.handle_watch_response(
+        let _ = e.handle_watch_response(
             now,
             WatchResponse {
                 created: true,

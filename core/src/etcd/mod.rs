@@ -78,6 +78,7 @@ pub enum EtcdCheck {
 
 /// An answer from etcd that cannot be understood.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// Not JSON (an HTML error page, a truncated answer, …).
     #[error("etcd sent something that is not JSON: {0}")]
@@ -126,6 +127,7 @@ pub struct WatchResponse {
 }
 
 /// What a shell does after handing a watch message to [`crate::Engine::handle_watch_response`].
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchOutcome {
     /// The watch is established (log it): the first `created` reply since the connection was

@@ -289,7 +289,7 @@ pub fn restart(config: EngineConfig, now: std::time::Instant, current: &Dump) ->
             EtcdStep::Connect { .. } => e.handle_etcd_connected(now),
             EtcdStep::Probe => {
                 let keys = lainlet_core::Probe::Keys;
-                e.handle_store_probe(now, &keys, &keys).unwrap();
+                let _ = e.handle_store_probe(now, &keys, &keys).unwrap();
             }
             EtcdStep::ReadSnapshot { .. } => {
                 let snap = snapshot(current);
