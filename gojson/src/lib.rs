@@ -200,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn go_strings_are_quoted_like_encoding_json() {
+    fn go_escaping_matches_encoding_json() {
         assert_eq!(go_string("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(go_string("<a>&b"), r#""\u003ca\u003e\u0026b""#);
         assert_eq!(
@@ -209,6 +209,10 @@ mod tests {
         );
         assert_eq!(go_string("\u{2028}\u{2029}"), r#""\u2028\u2029""#);
         assert_eq!(go_string("é☃😀\u{7f}"), "\"é☃😀\u{7f}\"");
+    }
+
+    #[test]
+    fn push_go_string_appends_the_quoted_string() {
         let mut out = String::from("x:");
         push_go_string(&mut out, "<");
         assert_eq!(out, r#"x:"\u003c""#);

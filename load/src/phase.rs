@@ -38,6 +38,18 @@ pub(crate) enum Kind {
     },
 }
 
+impl Kind {
+    /// The SSE server the watchers connect to and the paths they watch (`None`: direct etcd
+    /// watches).
+    fn sse(&self) -> Option<(SocketAddr, &[String])> {
+        match self {
+            Kind::Lainlet { addr, paths, .. } => Some((*addr, paths)),
+            Kind::Floor { floor, paths } => Some((floor.addr(), paths)),
+            Kind::Direct { .. } => None,
+        }
+    }
+}
+
 /// The floor's phase: a floor process (this binary, `--mode floor-server`) serving lainlet's
 /// frames of the scenario's key, from its next sequence number on.
 pub(crate) async fn floor_phase(cli: &Cli, ctx: &mut Ctx) -> anyhow::Result<Report> {
@@ -140,9 +152,9 @@ pub(crate) async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::R
         let permit = tokio::time::timeout(Duration::from_secs(120), sem.clone().acquire_owned())
             .await
             .map_err(|_| anyhow!("opening watchers stalled at {i} of {n}"))??;
-        let task = match &kind {
-            Kind::Lainlet { addr, paths, .. } => tokio::spawn(clients::sse_client(
-                *addr,
+        let task = match (kind.sse(), &kind) {
+            (Some((addr, paths)), _) => tokio::spawn(clients::sse_client(
+                addr,
                 paths[i % paths.len()].clone(),
                 ctx.clock,
                 progress.clone(),
@@ -150,16 +162,7 @@ pub(crate) async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::R
                 expected,
                 stop_rx.clone(),
             )),
-            Kind::Floor { floor, paths } => tokio::spawn(clients::sse_client(
-                floor.addr(),
-                paths[i % paths.len()].clone(),
-                ctx.clock,
-                progress.clone(),
-                permit,
-                expected,
-                stop_rx.clone(),
-            )),
-            Kind::Direct { clients, key, .. } => tokio::spawn(clients::etcd_client(
+            (None, Kind::Direct { clients, key, .. }) => tokio::spawn(clients::etcd_client(
                 clients[i % clients.len()].clone(),
                 key.clone(),
                 ctx.clock,
@@ -168,6 +171,7 @@ pub(crate) async fn phase(cli: &Cli, ctx: &mut Ctx, mut kind: Kind) -> anyhow::R
                 expected,
                 stop_rx.clone(),
             )),
+            (None, _) => unreachable!("every kind but Direct has an SSE server"),
         };
         handles.push(task);
     }
