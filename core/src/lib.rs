@@ -147,8 +147,8 @@ pub use engine::{
 pub use error::{ApiError, EtcdCallError, StateIoError};
 pub use etcd::{
     gateway, v2, BackoffPolicy, CodecError, EtcdApi, EtcdCheck, EtcdIdentity, EtcdStep, KeyListing,
-    NoStore, Probe, Store, StoreChoice, WatchOutcome, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
-    PREFIX, PROBE_TIMEOUT, V2_LONG_POLL_RENEW,
+    NoStore, Probe, QuorumReadError, Store, StoreChoice, WatchOutcome, WatchResponse, CALL_TIMEOUT,
+    MAX_ANSWER, PREFIX, PROBE_TIMEOUT, V2_LONG_POLL_RENEW,
 };
 pub use input::{KeyValue, Snapshot, WatchEvent};
 pub use model::DecodeError;
