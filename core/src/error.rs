@@ -1,8 +1,14 @@
-//! Every failure a request can meet, with the status and the exact text the v2 API returns.
+//! Every failure a request can meet, with the status and the exact text the v2 API returns;
+//! and the failures a shell reports to the engine ([`EtcdCallError`], [`StateIoError`]): the
+//! core does no IO, so these carry the IO error's text, and their `Display` is the text the
+//! shells log.
+
+use std::time::Duration;
 
 /// A request that cannot be answered with data. The `Display` text is the response body (the
 /// original's texts, typos included, where clients may match on them).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// The caller is neither local nor a super app's container.
     #[error("authorize failed, super required")]
@@ -65,4 +71,59 @@ impl ApiError {
             ApiError::NotReady => 503,
         }
     }
+}
+
+/// Why a call to etcd failed, as a shell reports it: to [`crate::Engine::handle_etcd_failure`]
+/// (the connection, the snapshot read or the watch) and as the answer of a check
+/// ([`crate::Engine::handle_quorum_check`], [`crate::Engine::handle_history_proof`],
+/// [`crate::Engine::handle_key_listing`], [`crate::Engine::handle_backfill`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EtcdCallError {
+    /// No answer came within the call's time limit (the limit).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The call failed: the connection was refused, reset or closed, TLS or authentication
+    /// failed, etcd answered with an error, or its answer did not decode. The text is the
+    /// client's error with its causes (`{:#}` of an `anyhow::Error`).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for EtcdCallError {
+    /// A failure described by the client's text ([`EtcdCallError::Failed`]).
+    fn from(reason: String) -> Self {
+        EtcdCallError::Failed(reason)
+    }
+}
+
+impl From<&str> for EtcdCallError {
+    /// A failure described by the client's text ([`EtcdCallError::Failed`]).
+    fn from(reason: &str) -> Self {
+        EtcdCallError::Failed(reason.to_owned())
+    }
+}
+
+/// Why a shell could not read or write the state file
+/// ([`crate::Engine::handle_state_file_error`], [`crate::Engine::handle_state_saved`]). A
+/// missing file is no error (etcd is read in full).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateIoError {
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file's path, as the shell shows it.
+        path: String,
+        /// The file system's error.
+        reason: String,
+    },
+    /// The state could not be written (the temporary file, its sync or the rename).
+    #[error("{path}: {reason}")]
+    Write {
+        /// The file's path, as the shell shows it.
+        path: String,
+        /// The file system's error.
+        reason: String,
+    },
 }

@@ -33,6 +33,7 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Why a state file is not used. Each is logged once and counted; none is fatal.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateFileError {
     /// The file does not start with [`MAGIC`] (not a lainlet state file, or empty).
     #[error("not a lainlet state file (no LAINLETS header)")]

@@ -7,53 +7,12 @@ use std::time::Duration;
 
 use lainlet_core::{Engine, EventName, Method, Reply, Request};
 use lainlet_fixtures::{
-    keys, original, original_pod_groups, original_portal, pod_group_value, Change, ContainerParams,
-    ContainerSpecParams, Dump, PodGroupParams, PodParams,
+    auth_fixture, keys, original, original_pod_groups, pod_group_value, Change,
 };
 use support::{golden_config, ip, parts, Harness};
 
 fn body(r: &lainlet_core::Response) -> String {
     String::from_utf8(r.body.to_vec()).unwrap()
-}
-
-/// The fixture of spec §2.2's observed table: `client1` at 127.0.0.5, a `console` (super)
-/// container at 127.0.0.6, a portal container of `hello-service` at 127.0.0.7.
-fn auth_fixture() -> Dump {
-    let app = |ns: &str, ip: &str| PodGroupParams {
-        name: format!("{ns}.web.web"),
-        namespace: ns.into(),
-        version: 1,
-        annotation: "{}".into(),
-        dependencies: vec![],
-        containers: vec![ContainerSpecParams::lain(
-            ns,
-            "release-1",
-            "web",
-            &["./run"],
-            80,
-        )],
-        pods: vec![PodParams {
-            instance_no: 1,
-            containers: vec![ContainerParams {
-                id: ip.replace('.', "").repeat(16)[..64].to_owned(),
-                node_name: "node1".into(),
-                node_ip: "192.168.77.21".into(),
-                container_ip: ip.into(),
-            }],
-        }],
-    };
-    let mut portal = original_portal();
-    portal.pods[0].container.container_ip = "127.0.0.7".into();
-    let mut writes: Vec<(String, Vec<u8>)> = original()
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.value))
-        .collect();
-    for p in [app("client1", "127.0.0.5"), app("console", "127.0.0.6")] {
-        writes.push((p.key(), pod_group_value(&p)));
-    }
-    writes.push((portal.key(), lainlet_fixtures::depends_value(&portal)));
-    Dump::from_writes(2, writes)
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Reading the views' JSON and writing JSON the way Go's `encoding/json` does.
+//! Reading the views' JSON, and writing it again the way Go's `encoding/json` does (with
+//! [`lainlet_gojson`]).
 
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
@@ -64,79 +65,7 @@ where
 /// same rules lainlet's HTTP renderer follows, so a value re-encoded here reads exactly as it
 /// appeared in the view).
 pub(crate) fn go_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_value(&mut out, value);
-    out
-}
-
-fn write_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) if n.is_i64() || n.is_u64() => out.push_str(&n.to_string()),
-        Value::Number(n) => out.push_str(&go_float(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => write_go_string(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(members) => {
-            out.push('{');
-            for (i, (key, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_go_string(out, key);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Writes `s` as a quoted JSON string with Go's escapes: `"` and `\` backslashed; `\n`, `\r`,
-/// `\t`; other control characters, `<`, `>`, `&`, U+2028 and U+2029 as `\u00XX`/`\u20XX`.
-pub(crate) fn write_go_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Formats a float64 as Go's `encoding/json` does: shortest round-trip digits, exponent form
-/// below 1e-6 and from 1e21 on, with an explicit `+` and no leading zeros in the exponent.
-fn go_float(value: f64) -> String {
-    if !value.is_finite() {
-        // JSON cannot carry these, so parsed JSON never holds one.
-        return "null".to_owned();
-    }
-    let abs = value.abs();
-    if abs == 0.0 || (1e-6..1e21).contains(&abs) {
-        return format!("{value}");
-    }
-    let formatted = format!("{value:e}");
-    match formatted.split_once('e') {
-        Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
-        _ => formatted,
-    }
+    lainlet_gojson::to_string(value)
 }
 
 #[cfg(test)]

@@ -110,18 +110,7 @@ impl Frames {
 pub fn demo_get(path: &str) -> Response {
     let mut engine = engine();
     let dump = lainlet_fixtures::demo();
-    let snapshot = Snapshot {
-        revision: dump.revision,
-        kvs: dump
-            .kvs
-            .into_iter()
-            .map(|kv| KeyValue {
-                key: kv.key,
-                value: kv.value,
-                mod_revision: kv.mod_revision,
-            })
-            .collect(),
-    };
+    let snapshot = Snapshot::from(dump);
     engine.handle_demo(Instant::now(), snapshot);
     match engine.handle_request(&Request::new(Method::Get, path), &context()) {
         Reply::Response(r) => r,

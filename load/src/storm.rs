@@ -92,7 +92,7 @@ pub async fn run(
         writer.put(&key(app), pod_group(app, *seq)).await?;
     }
     for app in 0..p.writers {
-        crate::wait_applied(lainlet, &view(app), *seq - (p.writers - 1 - app) as u32).await?;
+        crate::run::wait_applied(lainlet, &view(app), *seq - (p.writers - 1 - app) as u32).await?;
     }
 
     // The watchers.
@@ -115,7 +115,7 @@ pub async fn run(
         )));
     }
     let n = p.watchers;
-    crate::wait_until("storm watchers to open", Duration::from_secs(60), || {
+    crate::phase::wait_until("storm watchers to open", Duration::from_secs(60), || {
         progress.opened.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) >= n
     })
     .await?;
@@ -158,7 +158,7 @@ pub async fn run(
         last[w.app] = last[w.app].max(w.seq);
     }
     for (app, &s) in last.iter().enumerate().filter(|(_, s)| **s > 0) {
-        crate::wait_applied(lainlet, &view(app), s).await?;
+        crate::run::wait_applied(lainlet, &view(app), s).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     sampling.store(false, Ordering::Relaxed);
@@ -406,7 +406,7 @@ impl Report {
 
 /// A deployd pod group of app `storm<app>` (one instance, ~5 KB) carrying `seq`.
 pub fn pod_group(app: usize, seq: u32) -> Vec<u8> {
-    crate::pod_group_value_for(&format!("storm{app}"), seq)
+    crate::cli::pod_group_value_for(&format!("storm{app}"), seq)
 }
 
 #[cfg(test)]

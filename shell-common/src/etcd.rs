@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use lainlet_core::{
-    BackfillOutcome, DriftOutcome, EtcdCheck, EtcdIdentity, EtcdStep, KeyListing, KeyValue, Probe,
-    QuorumOutcome, Snapshot, Store, StoreDecision, WatchOutcome, WatchResponse,
+    BackfillOutcome, DriftOutcome, EtcdCallError, EtcdCheck, EtcdIdentity, EtcdStep, KeyListing,
+    KeyValue, Probe, QuorumOutcome, Snapshot, Store, StoreDecision, WatchOutcome, WatchResponse,
 };
 use tracing::{debug, info, warn};
 
@@ -161,8 +161,8 @@ pub async fn follow<V2: EtcdClient, V3: EtcdClient, R: Runtime>(
                         }
                     };
                     match first(ask, rt.sleep(limit)).await {
-                        Either::Left(r) => r.map_err(|e| format!("{e:#}")),
-                        Either::Right(()) => Err(format!("no answer within {limit:?}")),
+                        Either::Left(r) => r.map_err(|e| EtcdCallError::Failed(format!("{e:#}"))),
+                        Either::Right(()) => Err(EtcdCallError::Timeout(limit)),
                     }
                 };
                 match first(asking, shared.shut_down()).await {
@@ -210,8 +210,8 @@ pub async fn follow<V2: EtcdClient, V3: EtcdClient, R: Runtime>(
         }
         if let Err(e) = outcome {
             let reason = format!("{e:#}");
-            let delay =
-                shared.with_engine(|e| e.handle_etcd_failure(Instant::now(), reason.clone()));
+            let failure = EtcdCallError::Failed(reason.clone());
+            let delay = shared.with_engine(|e| e.handle_etcd_failure(Instant::now(), failure));
             warn!("etcd: {reason}; serving the last known state, retrying in {delay:.1?}");
         }
     }
@@ -348,10 +348,10 @@ async fn quorum<C: EtcdClient, R: Runtime>(
     client: &mut C,
     rt: &R,
     limit: std::time::Duration,
-) -> Result<EtcdIdentity, String> {
+) -> Result<EtcdIdentity, EtcdCallError> {
     match first(client.check_quorum(), rt.sleep(limit)).await {
-        Either::Left(r) => r.map_err(|e| format!("{e:#}")),
-        Either::Right(()) => Err(format!("no answer within {limit:?}")),
+        Either::Left(r) => r.map_err(|e| EtcdCallError::Failed(format!("{e:#}"))),
+        Either::Right(()) => Err(EtcdCallError::Timeout(limit)),
     }
 }
 
@@ -361,10 +361,10 @@ async fn list<C: EtcdClient, R: Runtime>(
     rt: &R,
     at_revision: i64,
     limit: std::time::Duration,
-) -> Result<KeyListing, String> {
+) -> Result<KeyListing, EtcdCallError> {
     match first(client.list_keys(at_revision), rt.sleep(limit)).await {
-        Either::Left(r) => r.map_err(|e| format!("{e:#}")),
-        Either::Right(()) => Err(format!("no answer within {limit:?}")),
+        Either::Left(r) => r.map_err(|e| EtcdCallError::Failed(format!("{e:#}"))),
+        Either::Right(()) => Err(EtcdCallError::Timeout(limit)),
     }
 }
 
@@ -431,9 +431,9 @@ async fn watch<C: EtcdClient, R: Runtime>(
 
 /// The outcome of a check, as the engine takes it.
 enum Checked {
-    Quorum(Result<EtcdIdentity, String>),
-    Keys(Result<KeyListing, String>),
-    Backfill(i64, Result<KeyListing, String>),
+    Quorum(Result<EtcdIdentity, EtcdCallError>),
+    Keys(Result<KeyListing, EtcdCallError>),
+    Backfill(i64, Result<KeyListing, EtcdCallError>),
 }
 
 async fn run_check<C: EtcdClient, R: Runtime>(
@@ -583,18 +583,7 @@ pub fn key_value(key: &[u8], value: Vec<u8>, mod_revision: i64) -> Option<KeyVal
 pub fn load_demo(shared: &Shared) -> usize {
     let dump = lainlet_fixtures::demo();
     let keys = dump.kvs.len();
-    let snapshot = Snapshot {
-        revision: dump.revision,
-        kvs: dump
-            .kvs
-            .into_iter()
-            .map(|kv| KeyValue {
-                key: kv.key,
-                value: kv.value,
-                mod_revision: kv.mod_revision,
-            })
-            .collect(),
-    };
+    let snapshot = Snapshot::from(dump);
     shared.with_engine(|engine| engine.handle_demo(Instant::now(), snapshot));
     keys
 }

@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lainlet_core::{Engine, SavedState};
+use lainlet_core::{Engine, SavedState, StateIoError};
 use tracing::{debug, info, warn};
 
 use crate::socket::Runtime;
@@ -42,7 +42,10 @@ pub fn load(engine: &mut Engine, path: &Path) {
                 "cannot read the state file {}: {e}; reading etcd in full",
                 path.display()
             );
-            engine.handle_state_file_error(format!("cannot read {}: {e}", path.display()));
+            engine.handle_state_file_error(StateIoError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            });
             return;
         }
     };
@@ -103,7 +106,10 @@ fn save(shared: &Shared, path: &Path, shutdown: bool) {
         return;
     };
     let start = Instant::now();
-    let result = write(path, &state).map_err(|e| format!("{}: {e}", path.display()));
+    let result = write(path, &state).map_err(|e| StateIoError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    });
     match &result {
         Ok(n) => {
             let line = format!(

@@ -14,8 +14,7 @@ mod grpc;
 use common::*;
 use grpc::*;
 use lainlet_fixtures::{
-    original_pod_groups, original_portal, pod_group_value, ContainerParams, ContainerSpecParams,
-    PodGroupParams, PodParams,
+    original_pod_groups, pod_group_value, ContainerParams, PodGroupParams, PodParams,
 };
 use lainlet_tests::*;
 use serde_json::{json, Value};
@@ -153,35 +152,9 @@ fn every_rpc_answers_what_the_http_view_of_the_same_data_answers() {
 /// The auth fixture of spec §2.2's observed table: `client1` at 127.0.0.5, a container of the
 /// super app `console` at 127.0.0.6, a portal container of `hello-service` at 127.0.0.7.
 fn load_auth_fixture(etcd: &EtcdServer) {
-    let app = |ns: &str, ip: &str| PodGroupParams {
-        name: format!("{ns}.web.web"),
-        namespace: ns.into(),
-        version: 1,
-        annotation: "{}".into(),
-        dependencies: vec![],
-        containers: vec![ContainerSpecParams::lain(
-            ns,
-            "release-1",
-            "web",
-            &["./run"],
-            80,
-        )],
-        pods: vec![PodParams {
-            instance_no: 1,
-            containers: vec![ContainerParams {
-                id: ip.replace('.', "").repeat(16)[..64].to_owned(),
-                node_name: "node1".into(),
-                node_ip: "192.168.77.21".into(),
-                container_ip: ip.into(),
-            }],
-        }],
-    };
-    for p in [app("client1", "127.0.0.5"), app("console", "127.0.0.6")] {
-        etcd.put(&p.key(), pod_group_value(&p));
+    for (key, value) in lainlet_fixtures::auth_writes() {
+        etcd.put(&key, value);
     }
-    let mut portal = original_portal();
-    portal.pods[0].container.container_ip = "127.0.0.7".into();
-    etcd.put(&portal.key(), lainlet_fixtures::depends_value(&portal));
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::subscribers::Mode;
 use super::views::SubscriberId;
 use super::Engine;
+use crate::error::EtcdCallError;
 use crate::etcd::{KeyListing, Store};
 use crate::state::{classify, Family};
 use crate::views::ViewKey;
@@ -53,6 +54,7 @@ pub(super) struct Backfill {
 }
 
 /// What a listing did, for the log.
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackfillOutcome {
     /// The resumes from `revision` were answered: `changed` cache keys changed after it.
@@ -133,7 +135,7 @@ impl Engine {
         &mut self,
         now: Instant,
         revision: i64,
-        listing: Result<KeyListing, String>,
+        listing: Result<KeyListing, EtcdCallError>,
     ) -> BackfillOutcome {
         self.backfill.wanted.remove(&revision);
         let changed = match listing {
@@ -142,7 +144,7 @@ impl Engine {
                 "a listing at revision {} instead of {revision}",
                 listing.revision
             )),
-            Err(reason) => Err(reason),
+            Err(e) => Err(e.to_string()),
         };
         let outcome = match changed {
             Ok(keys) => {

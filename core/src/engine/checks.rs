@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::drift::{DriftCheck, MirrorView};
 use super::Engine;
+use crate::error::EtcdCallError;
 use crate::etcd::{EtcdCheck, EtcdIdentity, KeyListing};
 
 /// When the checks run.
@@ -75,6 +76,7 @@ pub enum QuorumOutcome {
 }
 
 /// What a key listing found.
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriftOutcome {
     /// The mirror matches etcd (`compared` keys).
@@ -148,7 +150,7 @@ impl Engine {
     pub fn handle_quorum_check(
         &mut self,
         now: Instant,
-        result: Result<EtcdIdentity, String>,
+        result: Result<EtcdIdentity, EtcdCallError>,
     ) -> QuorumOutcome {
         let id = match result {
             Ok(id) => id,
@@ -176,7 +178,7 @@ impl Engine {
     pub fn handle_history_proof(
         &mut self,
         now: Instant,
-        answer: Result<Option<i64>, String>,
+        answer: Result<Option<i64>, EtcdCallError>,
     ) -> QuorumOutcome {
         let Some((key, revision)) = self.mirror.newest_put() else {
             self.etcd.handle_proven();
@@ -219,14 +221,18 @@ impl Engine {
     pub fn handle_key_listing(
         &mut self,
         now: Instant,
-        listing: Result<KeyListing, String>,
+        listing: Result<KeyListing, EtcdCallError>,
     ) -> DriftOutcome {
         if let Some(every) = self.config.checks.drift_every {
             self.checks.next_drift = Some(now + self.drift_interval(every));
         }
         let listing = match listing {
             Ok(l) => l,
-            Err(reason) => return DriftOutcome::Skipped { reason },
+            Err(e) => {
+                return DriftOutcome::Skipped {
+                    reason: e.to_string(),
+                }
+            }
         };
         let Some(applied) = self.applied_revision() else {
             return DriftOutcome::Skipped {
@@ -303,7 +309,7 @@ mod tests {
             header_revision: 20,
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, created);
+        let _ = e.handle_watch_response(now, created);
         e
     }
 
@@ -375,7 +381,7 @@ mod tests {
             reason.contains("no quorum") && reason.contains("timed out"),
             "{reason}"
         );
-        e.handle_etcd_failure(t0 + s(25), reason);
+        e.handle_etcd_failure(t0 + s(25), reason.into());
         let health = healthz(&mut e);
         assert!(health.contains(r#""status":"stale""#), "{health}");
         assert!(health.contains("no quorum"), "{health}");
@@ -600,7 +606,7 @@ mod tests {
         let intervals: std::collections::BTreeSet<_> = (0..20)
             .map(|_| {
                 let at = due(&mut e, third);
-                e.handle_key_listing(third, Ok(listing(20, &[(VIP, 4), (DOMAIN, 5)])));
+                let _ = e.handle_key_listing(third, Ok(listing(20, &[(VIP, 4), (DOMAIN, 5)])));
                 at
             })
             .collect();

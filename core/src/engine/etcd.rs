@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use crate::error::EtcdCallError;
 use crate::etcd::{
     choose_store, EtcdApi, EtcdIdentity, EtcdStep, EtcdSync, Jitter, NoStore, Probe, Store,
     StoreChoice, WatchOutcome, WatchResponse,
@@ -86,6 +87,7 @@ pub(super) struct EtcdLink {
 const LOST_IN_A_ROW: u32 = 3;
 
 /// What [`Engine::handle_store_probe`] decided.
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreDecision {
     /// The store read from now on, whether that is settled, and why.
@@ -368,13 +370,15 @@ impl Engine {
     }
 
     /// The connection, the snapshot read or the watch failed: the served state stays, the
-    /// status says why, and the next [`Engine::poll_etcd`] backs off (the returned delay), then
-    /// tries the next endpoint.
-    pub fn handle_etcd_failure(&mut self, now: Instant, reason: String) -> Duration {
+    /// status says why (the error's text), and the next [`Engine::poll_etcd`] backs off (the
+    /// returned delay), then tries the next endpoint.
+    pub fn handle_etcd_failure(&mut self, now: Instant, error: EtcdCallError) -> Duration {
         if !matches!(self.etcd.status, EtcdStatus::Disconnected { .. }) {
             self.etcd.disconnects += 1;
         }
-        self.etcd.status = EtcdStatus::Disconnected { reason };
+        self.etcd.status = EtcdStatus::Disconnected {
+            reason: error.to_string(),
+        };
         // Resumes waiting for etcd's history get a fresh `init` instead.
         self.release_held_resumes(now);
         let jitter = self.etcd.jitter.unit();
@@ -539,7 +543,7 @@ mod tests {
             header_revision: 27,
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, head);
+        let _ = e.handle_watch_response(now, head);
         let hit = WatchResponse {
             header_revision: 27,
             events: vec![WatchEvent::Put(kv("/lain/config/vip", "1.2.3.4", 12))],
@@ -581,7 +585,7 @@ mod tests {
             last_event_revision: Some(10),
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, delete);
+        let _ = e.handle_watch_response(now, delete);
         let apps = get(&mut e, "/v2/appswatcher");
         assert!(!apps.contains("\"hello\""), "{apps}");
         assert!(
@@ -714,7 +718,7 @@ mod tests {
             last_event_revision: Some(11),
             ..WatchResponse::default()
         };
-        e.handle_watch_response(now, event);
+        let _ = e.handle_watch_response(now, event);
         assert!(
             matches!(
                 e.handle_watch_response(now, cleared()),
@@ -739,7 +743,7 @@ mod tests {
     fn a_failure_is_counted_once_per_outage_and_backs_off_before_the_next_endpoint() {
         let now = Instant::now();
         let mut e = engine_at(10);
-        e.handle_watch_response(
+        let _ = e.handle_watch_response(
             now,
             WatchResponse {
                 created: true,

@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use crate::error::StateIoError;
 use crate::etcd::{EtcdApi, Store};
 use crate::input::{KeyValue, Snapshot};
 use crate::persist::{SavedState, StateFileError};
@@ -171,11 +172,10 @@ impl Engine {
         })
     }
 
-    /// A state file that could not be read at all (`reason`: the IO error): counted, for
-    /// the shell to log once.
-    pub fn handle_state_file_error(&mut self, reason: String) {
+    /// A state file that could not be read at all: counted, for the shell to log once.
+    pub fn handle_state_file_error(&mut self, error: StateIoError) {
         self.persist.load_failures += 1;
-        self.persist.last_error = Some(reason);
+        self.persist.last_error = Some(error.to_string());
     }
 
     /// The state to save now, if one is due: something changed since the last save, the
@@ -225,7 +225,7 @@ impl Engine {
     /// The outcome of writing the state [`Engine::poll_state_save`] handed out: `Ok`, or why
     /// it failed (a full or read-only disk: counted, tried again a period later; the
     /// service goes on).
-    pub fn handle_state_saved(&mut self, _now: Instant, result: Result<(), String>) {
+    pub fn handle_state_saved(&mut self, _now: Instant, result: Result<(), StateIoError>) {
         let pending = self.persist.pending.take();
         match result {
             Ok(()) => {

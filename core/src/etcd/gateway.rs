@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{CodecError, EtcdIdentity, KeyListing, Probe, WatchResponse, PREFIX};
+use super::{CodecError, EtcdIdentity, KeyListing, Probe, QuorumReadError, WatchResponse, PREFIX};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 /// The end of the `/lain/` prefix range (`/lain/` with its last byte incremented).
@@ -83,18 +83,22 @@ pub fn parse_keys(answer: &[u8], revision: i64) -> Result<KeyListing, CodecError
 /// Whether a [`keys_probe_request`] answer with HTTP `status` shows a member with a quorum
 /// (a linearizable read succeeded), and then its header's revision and cluster ID; the error
 /// says why not.
-pub fn parse_quorum(status: u16, answer: &[u8]) -> Result<EtcdIdentity, String> {
+pub fn parse_quorum(status: u16, answer: &[u8]) -> Result<EtcdIdentity, QuorumReadError> {
     match (status, parse(answer)) {
         (200, Ok(v)) if v["header"].is_object() => Ok(EtcdIdentity {
             revision: int(&v["header"]["revision"]),
             cluster_id: uint(&v["header"]["cluster_id"]).filter(|id| *id != 0),
         }),
-        (200, _) => Err("an unexpected answer to /v3/kv/range".to_owned()),
-        (status, Ok(v)) => Err(format!(
-            "HTTP {status}: {}",
-            v["message"].as_str().or(v["error"].as_str()).unwrap_or("?")
-        )),
-        (status, Err(_)) => Err(format!("HTTP {status}")),
+        (200, _) => Err(QuorumReadError::UnexpectedAnswer),
+        (status, Ok(v)) => Err(QuorumReadError::Status {
+            status,
+            message: v["message"]
+                .as_str()
+                .or(v["error"].as_str())
+                .unwrap_or("?")
+                .to_owned(),
+        }),
+        (status, Err(_)) => Err(QuorumReadError::BareStatus(status)),
     }
 }
 
@@ -398,7 +402,7 @@ mod tests {
         );
         let timed_out = br#"{"error":"etcdserver: request timed out","code":14,"message":"etcdserver: request timed out"}"#;
         assert_eq!(
-            parse_quorum(503, timed_out),
+            parse_quorum(503, timed_out).map_err(|e| e.to_string()),
             Err("HTTP 503: etcdserver: request timed out".to_owned())
         );
         assert!(parse_quorum(200, b"<html>").is_err());

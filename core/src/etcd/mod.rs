@@ -78,6 +78,7 @@ pub enum EtcdCheck {
 
 /// An answer from etcd that cannot be understood.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// Not JSON (an HTML error page, a truncated answer, …).
     #[error("etcd sent something that is not JSON: {0}")]
@@ -88,6 +89,33 @@ pub enum CodecError {
     /// etcd answered with an error.
     #[error("etcd answered with an error: {0}")]
     Etcd(String),
+}
+
+/// Why the answer to a quorum read does not show a member with a quorum
+/// ([`gateway::parse_quorum`], [`v2::parse_quorum`]); the shell reports it as a failed check.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuorumReadError {
+    /// HTTP 200, but not the answer a range read gets (v3 gateway).
+    #[error("an unexpected answer to /v3/kv/range")]
+    UnexpectedAnswer,
+    /// HTTP 200 with a body that is not JSON (v2).
+    #[error("HTTP 200 with something that is not JSON: {0}")]
+    NotJson(String),
+    /// An error status with etcd's message (v3 gateway; `?` when the JSON has none).
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// etcd's `message` (or `error`).
+        message: String,
+    },
+    /// An error status whose body is not JSON (v3 gateway).
+    #[error("HTTP {0}")]
+    BareStatus(u16),
+    /// etcd, or a proxy in front of it, answered with an error (v2).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
 }
 
 impl WatchResponse {
@@ -126,6 +154,7 @@ pub struct WatchResponse {
 }
 
 /// What a shell does after handing a watch message to [`crate::Engine::handle_watch_response`].
+#[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchOutcome {
     /// The watch is established (log it): the first `created` reply since the connection was

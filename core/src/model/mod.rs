@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer};
 
 /// Why a value under `/lain/` could not be decoded. The key keeps its last good value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The value is not valid JSON or does not have the expected shape.
     #[error("invalid {what} value: {message}")]

@@ -4,10 +4,11 @@ mod encoding;
 
 use std::collections::BTreeMap;
 
+use lainlet_gojson::push_go_string;
 use serde::Deserialize;
 
 use crate::error::MapError;
-use crate::json::{null_as_empty, parse, write_go_string, GoInt};
+use crate::json::{null_as_empty, parse, GoInt};
 use crate::message::{StatusReply, VersionReply, WatcherStatus};
 use encoding::{base64_decode, base64_encode, rfc3339_unix_seconds};
 
@@ -113,7 +114,7 @@ impl StoreEvent {
     pub fn to_go_json(&self) -> Vec<u8> {
         let mut out = String::with_capacity(64);
         out.push_str(&format!("{{\"Action\":{},\"Key\":", self.action));
-        write_go_string(&mut out, &self.key);
+        push_go_string(&mut out, &self.key);
         out.push_str(&format!(
             ",\"ModifiedIndex\":{},\"Data\":",
             self.modified_index
@@ -127,9 +128,9 @@ impl StoreEvent {
                         out.push(',');
                     }
                     out.push_str("{\"Key\":");
-                    write_go_string(&mut out, &pair.key);
+                    push_go_string(&mut out, &pair.key);
                     out.push_str(",\"Value\":");
-                    write_go_string(&mut out, &base64_encode(&pair.value));
+                    push_go_string(&mut out, &base64_encode(&pair.value));
                     out.push_str(&format!(",\"LastIndex\":{}}}", pair.last_index));
                 }
                 out.push(']');

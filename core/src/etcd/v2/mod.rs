@@ -40,7 +40,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::store::Probe;
-use super::{CodecError, EtcdIdentity, KeyListing};
+use super::{CodecError, EtcdIdentity, KeyListing, QuorumReadError};
 use crate::input::{KeyValue, Snapshot, WatchEvent};
 
 #[cfg(doc)]
@@ -177,17 +177,17 @@ pub fn parse_snapshot(answer: Answer<'_>) -> Result<Snapshot, CodecError> {
 /// with a quorum. Any answer but an etcd error other than "key not found" passes (v2 answers
 /// error 300, "Raft Internal Error", when a quorum read times out without a leader; a proxy
 /// whose member is gone answers something that is not etcd's).
-pub fn parse_quorum(answer: Answer<'_>) -> Result<EtcdIdentity, String> {
+pub fn parse_quorum(answer: Answer<'_>) -> Result<EtcdIdentity, QuorumReadError> {
     match answer.status {
         200 => {
             if let Err(e) = serde_json::from_slice::<Value>(answer.body) {
-                return Err(format!("HTTP 200 with something that is not JSON: {e}"));
+                return Err(QuorumReadError::NotJson(e.to_string()));
             }
         }
         _ => match EtcdError::parse(answer) {
             Ok(e) if e.code == Some(KEY_NOT_FOUND) => {}
-            Ok(e) => return Err(e.into_codec_error().to_string()),
-            Err(e) => return Err(e.to_string()),
+            Ok(e) => return Err(e.into_codec_error().into()),
+            Err(e) => return Err(e.into()),
         },
     }
     Ok(EtcdIdentity {

@@ -1,10 +1,17 @@
-//! JSON output compatible with Go's `encoding/json`, which the original lainlet used.
+//! # lainlet-gojson
+//!
+//! JSON written the way Go's `encoding/json` writes it, which the original lainlet and deployd
+//! used. One implementation for the core's renderers, the gRPC mapping and the fixtures' value
+//! builders. Pure: serde, serde_json and bytes only.
 //!
 //! Differences from serde_json's defaults that v2 clients can observe:
 //! `<`, `>`, `&`, U+2028 and U+2029 are escaped as `\u003c`, `\u003e`, `\u0026`, `\u2028`,
 //! `\u2029`; backspace and form feed are `\u0008` and `\u000c`; floats are written as Go writes
-//! float64 (`22`, `0.5`, `1e+21`, `1e-7`). Map keys come out sorted because every map the
-//! views build is a `BTreeMap`.
+//! float64 (`22`, `0.5`, `1e+21`, `1e-7`). Map keys come out sorted when the maps are
+//! `BTreeMap`s (serde_json's `Value` included).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::io::{self, Write};
 
@@ -121,6 +128,25 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Serializes `value` as compact Go-compatible JSON text.
+pub fn to_string<T: Serialize + ?Sized>(value: &T) -> String {
+    // The formatter writes only whole UTF-8 strings and ASCII escapes.
+    String::from_utf8(to_vec(value))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends `s` as a quoted JSON string with Go's escapes: `"` and `\` backslashed; `\n`, `\r`,
+/// `\t`; other control characters, `<`, `>`, `&`, U+2028 and U+2029 as `\u00XX`/`\u20XX`;
+/// everything else (non-ASCII and DEL included) raw.
+pub fn push_go_string(out: &mut String, s: &str) {
+    out.push_str(&to_string(s));
+}
+
+/// Returns `s` quoted like Go's `encoding/json` (see [`push_go_string`]).
+pub fn go_string(s: &str) -> String {
+    to_string(s)
+}
+
 /// Serializes `value` as compact Go-compatible JSON into shared bytes.
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
     Bytes::from(to_vec(value))
@@ -171,6 +197,25 @@ mod tests {
             out,
             r#""a\u003cb\u003e\u0026c\u2028d\u2029e\u0008\u000c\u0001\n\"\\/é""#
         );
+    }
+
+    #[test]
+    fn go_escaping_matches_encoding_json() {
+        assert_eq!(go_string("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_string("<a>&b"), r#""\u003ca\u003e\u0026b""#);
+        assert_eq!(
+            go_string("\n\r\t\u{1}\u{1f}\u{8}"),
+            r#""\n\r\t\u0001\u001f\u0008""#
+        );
+        assert_eq!(go_string("\u{2028}\u{2029}"), r#""\u2028\u2029""#);
+        assert_eq!(go_string("é☃😀\u{7f}"), "\"é☃😀\u{7f}\"");
+    }
+
+    #[test]
+    fn push_go_string_appends_the_quoted_string() {
+        let mut out = String::from("x:");
+        push_go_string(&mut out, "<");
+        assert_eq!(out, r#"x:"\u003c""#);
     }
 
     #[test]
