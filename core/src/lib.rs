@@ -65,6 +65,12 @@
 //! state:   at engine.poll_state_save_timeout() (period: state_save_every()) or on SIGTERM:
 //!          engine.poll_state_save(now, shutdown) → encode, write atomically →
 //!          engine.handle_state_saved(now, Ok(()) or Err(StateIoError::Write { .. }))
+//! fleet:   (`--announce`, see [`fleet`]) loop { match engine.poll_fleet(now) {
+//!            Off → stop;  Wait { until } → sleep;
+//!            Write { endpoint, write } → do it on a client of its own →
+//!                                        engine.handle_fleet_written(now, FleetWritten) } }
+//!          on SIGTERM: engine.poll_fleet_withdraw() → remove the key →
+//!          handle_fleet_written (its counters: engine.fleet_stats())
 //! timers:  at engine.poll_timeout() ──▶ engine.handle_timeout(now)
 //! after every handle_* call:
 //!          while let Some(id) = engine.poll_wakeup() { wake the connection of id }
@@ -162,9 +168,10 @@ pub use views::Endpoint;
 #[cfg(test)]
 mod tests {
     /// The sources of every `impl Engine` block.
-    const ENGINE_SOURCES: [&str; 9] = [
+    const ENGINE_SOURCES: [&str; 10] = [
         include_str!("engine/mod.rs"),
         include_str!("engine/etcd.rs"),
+        include_str!("engine/fleet.rs"),
         include_str!("engine/checks.rs"),
         include_str!("engine/backfill.rs"),
         include_str!("engine/persist.rs"),

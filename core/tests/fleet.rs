@@ -1,6 +1,9 @@
 //! The fleet in the engine, without IO: its keys never reach a v2 view, `/fleet` answers and
 //! streams, and the heartbeat never writes in reaction to the fleet's own writes.
 
+// These tests play the shell: they read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::{Duration, Instant};

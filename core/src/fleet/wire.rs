@@ -81,10 +81,7 @@ pub fn grant_request(ttl: Duration) -> Vec<u8> {
 
 /// The lease ID a grant answer carries, or why there is none.
 pub fn parse_grant(status: u16, answer: &[u8]) -> Result<i64, FleetWritten> {
-    let v = match outcome(status, answer) {
-        Ok(v) => v,
-        Err(failed) => return Err(failed),
-    };
+    let v = outcome(status, answer)?;
     match int(&v["ID"]) {
         id if id > 0 => Ok(id),
         _ => Err(FleetWritten::Failed(
