@@ -122,7 +122,10 @@ async fn read(front: &Front, tcp: &Tcp, framer: &mut Framer) -> Result<(), Stop>
     let stop = async {
         match (deadline, idle) {
             (Some(at), true) => first(Smol.sleep_until(at), front.shared.shut_down()).await,
-            (Some(at), false) => Either::Left(Smol.sleep_until(at).await),
+            (Some(at), false) => {
+                Smol.sleep_until(at).await;
+                Either::Left(())
+            }
             (None, _) => std::future::pending().await,
         }
     };
