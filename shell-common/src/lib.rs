@@ -9,6 +9,8 @@
 //!   when to give memory back, decided without IO;
 //! * [`sniff`] — reading a request head to tell watches (streamed by the shell), plain
 //!   requests (given to the shell's HTTP library) and heads to refuse apart;
+//! * [`framer`] — a connection's request framing on top of it, sans IO: what to pass to the
+//!   HTTP library, when to take over or refuse, when the client took too long;
 //! * [`Shared`] — the engine behind a mutex with the watches' wake-ups, the connection count,
 //!   the heartbeat timer loop and the shutdown latch, on the runtime-free primitives of
 //!   [`sync`];
@@ -40,6 +42,7 @@ pub mod conn;
 pub mod etcd;
 pub mod etcd_tls;
 pub mod etcd_v2;
+pub mod framer;
 pub mod service;
 pub mod shared;
 pub mod sniff;

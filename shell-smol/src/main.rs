@@ -13,9 +13,9 @@
 //!   driver, request sniffing, the watch stream) is `lainlet-shell-common`, shared with the
 //!   tokio shell.
 //!
-//! One executor thread runs every task (accept, connections, watches, etcd, heartbeats);
-//! tiny_http adds its accept thread, its pool (4 threads, more only while many requests are
-//! parsed at once) and two handler threads. Exit status: 0 after a clean shutdown
+//! One executor thread per core runs every task (accept, connections, watches, etcd,
+//! heartbeats; [`rt::spawn_workers`]); tiny_http adds its accept thread, its pool (4 threads,
+//! two of them parsing its persistent connections from the front) and two handler threads. Exit status: 0 after a clean shutdown
 //! (SIGTERM/SIGINT) or `-v`; 1 when the listener cannot be bound; 2 for bad flags, and for
 //! the gRPC flags (`-grpc.addr` …: tonic needs tokio, so only `lainlet` serves gRPC).
 
@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     let ex = Arc::new(Executor::new());
+    rt::spawn_workers(&ex);
     smol::block_on(ex.run(run(cli, ex.clone())))
 }
 
@@ -73,7 +74,8 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
         Ok(signals) => ex.spawn(on_signals(shared.clone(), signals)).detach(),
         Err(e) => warn!("cannot install signal handlers: {e}"),
     }
-    let backend = match Backend::start(shared.clone(), lainlet_shell_common::cli::random_seed()) {
+    let seed = lainlet_shell_common::cli::random_seed();
+    let backend = match Backend::start(shared.clone(), seed, ex.clone()) {
         Ok(b) => b,
         Err(e) => {
             error!("cannot start the HTTP backend (tiny_http): {e}");

@@ -1,14 +1,31 @@
 //! The smol side of the common code: a [`Listener`](service::Listener) and a [`Socket`] over
-//! `Async` TCP types, and a [`Runtime`] over smol's timer.
+//! `Async` TCP types, a [`Runtime`] over smol's timer, and the executor's threads.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::Instant;
 
 use lainlet_shell_common::conn::ConnectionPolicy;
 use lainlet_shell_common::service;
 use lainlet_shell_common::socket::{Runtime, Socket};
-use smol::{Async, Timer};
+use smol::{Async, Executor, Timer};
+
+/// Runs `executor` on one more thread per core beyond the first (the main thread runs it
+/// too): watches are written, and requests framed, on every core.
+pub fn spawn_workers(executor: &Arc<Executor<'static>>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 1..cores {
+        let executor = executor.clone();
+        let worker = move || smol::block_on(executor.run(std::future::pending::<()>()));
+        if let Err(e) = std::thread::Builder::new()
+            .name(format!("lainlet-smol-{i}"))
+            .spawn(worker)
+        {
+            tracing::warn!("cannot start executor thread {i}: {e}");
+        }
+    }
+}
 
 /// smol's timer.
 #[derive(Clone, Copy, Debug, Default)]

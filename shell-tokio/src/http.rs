@@ -10,10 +10,10 @@ use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -93,10 +93,11 @@ fn answer(
     shared: &Shared,
     peer: IpAddr,
     req: &hyper::Request<Incoming>,
-) -> hyper::Response<OnceBody> {
+) -> hyper::Response<Full<Bytes>> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let response = shared.answer(req.method().as_str(), target, peer);
-    let mut out = hyper::Response::new(OnceBody(Some(response.body.clone())));
+    // hyper omits the body for HEAD, keeping `Content-Length`.
+    let mut out = hyper::Response::new(Full::new(response.body.clone()));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
     let headers = out.headers_mut();
     for (name, value) in response.headers() {
@@ -108,27 +109,4 @@ fn answer(
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     out
-}
-
-/// A response body held in memory (hyper omits it for HEAD, keeping `Content-Length`).
-pub struct OnceBody(Option<Bytes>);
-
-impl Body for OnceBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
 }

@@ -12,9 +12,11 @@
 //!
 //! # How
 //!
-//! [`SniffIo`] sits between the socket and hyper. At every request boundary it waits for the
-//! complete request head and sniffs it (`lainlet_shell_common::sniff`, shared with the smol
-//! shell). Ordinary requests pass through to hyper untouched (with their `Content-Length` body,
+//! [`SniffIo`] sits between the socket and hyper, a small adapter over the request framer
+//! (`lainlet_shell_common::framer`, sans IO, shared with the smol shell): it feeds the framer
+//! what the socket reads, arms one timer at its deadline, and does what it says. At every
+//! request boundary the framer waits for the complete request head and sniffs it. Ordinary
+//! requests pass through to hyper untouched (with their `Content-Length` body,
 //! then the next boundary). A watch request, or a head the sniffer refuses, is withheld and
 //! hyper reads end-of-stream instead: it finishes what it was doing and returns the connection
 //! (`Connection::without_shutdown`), and the shell takes over ([`Takeover`]): it streams the
@@ -46,23 +48,14 @@ use std::time::Instant;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use lainlet_shell_common::conn::{ConnectionPolicy, Waiting};
-use lainlet_shell_common::sniff::{sniff, Body, Refusal, Sniffed, WatchRequest};
+use lainlet_shell_common::framer::{Action, Framer};
+use lainlet_shell_common::sniff::{Refusal, WatchRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 /// Bytes of responses buffered for a slow client before requests stop being read.
 pub const WRITE_LIMIT: usize = 256 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadState {
-    /// Before a request: sniff its head.
-    Boundary,
-    /// This many bytes of the current request (head and body) still go to hyper.
-    Passing(u64),
-    /// Everything goes to hyper.
-    Opaque,
-}
 
 /// What the shell does with a connection hyper handed back.
 #[derive(Debug)]
@@ -75,20 +68,15 @@ pub enum Takeover {
     TimedOut(Waiting),
 }
 
-/// The socket with a read-side request sniffer and an always-accepting write side.
+/// The socket with the request framer on its read side and an always-accepting write side.
 pub struct SniffIo {
     tcp: TcpStream,
-    rbuf: Vec<u8>,
-    rpos: usize,
-    state: ReadState,
+    framer: Framer,
     wbuf: Vec<u8>,
     takeover: Option<Takeover>,
-    policy: ConnectionPolicy,
-    /// What the connection waits for, and since when.
-    waiting: (Waiting, Instant),
-    /// The timer that gives up on the wait, and when it is armed for: never later than the
-    /// wait's deadline; a deadline moved later is taken up when the timer fires (one timer
-    /// reset per timeout, not one per request).
+    /// The timer of the framer's deadline, and when it is armed for: never later than the
+    /// deadline; a deadline moved later is taken up when the timer fires (one timer reset per
+    /// timeout, not one per request).
     timer: Pin<Box<Sleep>>,
     armed: Instant,
 }
@@ -96,46 +84,15 @@ pub struct SniffIo {
 impl SniffIo {
     /// Wraps a fresh connection, which follows `policy`'s head and idle timeouts.
     pub fn new(tcp: TcpStream, policy: ConnectionPolicy) -> SniffIo {
-        let now = Instant::now();
-        let armed = policy.deadline(Waiting::Request, now);
-        let timer = Box::pin(tokio::time::sleep_until(armed.into()));
+        let framer = Framer::new(Instant::now(), policy);
+        let armed = framer.poll_timeout().unwrap_or_else(Instant::now);
         SniffIo {
             tcp,
-            rbuf: Vec::new(),
-            rpos: 0,
-            state: ReadState::Boundary,
+            framer,
             wbuf: Vec::new(),
             takeover: None,
-            policy,
-            waiting: (Waiting::Request, now),
-            timer,
+            timer: Box::pin(tokio::time::sleep_until(armed.into())),
             armed,
-        }
-    }
-
-    /// Starts waiting for `what` from now: for the next request after one was answered, for
-    /// the rest of a head once part of it arrived.
-    fn wait_for(&mut self, what: Waiting) {
-        let now = Instant::now();
-        self.waiting = (what, now);
-        let deadline = self.policy.deadline(what, now);
-        if deadline < self.armed {
-            self.armed = deadline;
-            self.timer.as_mut().reset(deadline.into());
-        }
-    }
-
-    /// Whether the wait has run out; `Pending` (the timer armed) while it has not.
-    fn poll_timed_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            ready!(self.timer.as_mut().poll(cx));
-            let deadline = self.policy.deadline(self.waiting.0, self.waiting.1);
-            if deadline <= self.armed {
-                return Poll::Ready(());
-            }
-            // The wait started again after the timer was armed: follow it.
-            self.armed = deadline;
-            self.timer.as_mut().reset(deadline.into());
         }
     }
 
@@ -144,17 +101,30 @@ impl SniffIo {
         (self.tcp, self.wbuf, self.takeover)
     }
 
-    /// Reads more bytes from the socket into the buffer; `Ok(0)` at end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rpos > 0 {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
+    /// Reads what the socket has into the framer (end of stream included).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut chunk = [0u8; 4096];
         let mut buf = ReadBuf::new(&mut chunk);
         ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut buf))?;
-        self.rbuf.extend_from_slice(buf.filled());
-        Poll::Ready(Ok(buf.filled().len()))
+        match buf.filled() {
+            [] => self.framer.handle_eof(),
+            bytes => self.framer.handle_read(Instant::now(), bytes),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Waits for the framer's deadline, if it has one, and tells it the time.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.framer.poll_timeout() else {
+            return Poll::Pending;
+        };
+        if deadline < self.armed || self.timer.is_elapsed() {
+            self.armed = deadline;
+            self.timer.as_mut().reset(deadline.into());
+        }
+        ready!(self.timer.as_mut().poll(cx));
+        self.framer.handle_timeout(Instant::now());
+        Poll::Ready(())
     }
 
     /// Writes buffered response bytes to the socket until done or it would block.
@@ -199,7 +169,7 @@ impl Read for SniffIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.takeover.is_some() {
+            if this.framer.is_done() {
                 return Poll::Ready(Ok(())); // end of stream for hyper
             }
             if this.wbuf.len() >= WRITE_LIMIT {
@@ -207,73 +177,28 @@ impl Read for SniffIo {
                 ready!(this.poll_drain(cx))?;
                 continue;
             }
-            let avail = this.rbuf.len() - this.rpos;
-            match this.state {
-                ReadState::Boundary if avail > 0 => match sniff(&this.rbuf[this.rpos..]) {
-                    Sniffed::Partial => {}
-                    Sniffed::Refuse(refusal) => {
-                        this.takeover = Some(Takeover::Refuse(refusal));
+            this.takeover = match this.framer.poll_action() {
+                Some(Action::Pass { len, .. }) => {
+                    let n = len.min(buf.remaining());
+                    buf.put_slice(&this.framer.buffered()[..n]);
+                    this.framer.handle_passed(Instant::now(), n);
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Action::TakeOver(request)) => Some(Takeover::Watch(request)),
+                Some(Action::Refuse(refusal)) => Some(Takeover::Refuse(refusal)),
+                Some(Action::TimedOut(waiting)) => Some(Takeover::TimedOut(waiting)),
+                Some(Action::End) => None,
+                None => match this.poll_fill(cx) {
+                    Poll::Ready(result) => {
+                        result?;
                         continue;
                     }
-                    Sniffed::Plain {
-                        body: Body::Chunked,
-                        ..
-                    } => {
-                        this.state = ReadState::Opaque;
-                        continue;
-                    }
-                    Sniffed::Plain {
-                        head,
-                        body: Body::Length(n),
-                    } => {
-                        this.state = ReadState::Passing(head as u64 + n);
-                        continue;
-                    }
-                    Sniffed::Watch { head, request } => {
-                        this.rpos += head;
-                        this.takeover = Some(Takeover::Watch(request));
+                    Poll::Pending => {
+                        ready!(this.poll_deadline(cx));
                         continue;
                     }
                 },
-                ReadState::Passing(0) => {
-                    this.state = ReadState::Boundary;
-                    this.wait_for(Waiting::Request);
-                    continue;
-                }
-                ReadState::Passing(_) | ReadState::Opaque if avail > 0 => {
-                    let want = match this.state {
-                        ReadState::Passing(n) => n.min(avail as u64) as usize,
-                        _ => avail,
-                    };
-                    let n = want.min(buf.remaining());
-                    buf.put_slice(&this.rbuf[this.rpos..this.rpos + n]);
-                    this.rpos += n;
-                    if let ReadState::Passing(left) = &mut this.state {
-                        *left -= n as u64;
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                _ => {}
-            }
-            if this.state == ReadState::Boundary && avail > 0 && this.waiting.0 != Waiting::Head {
-                this.wait_for(Waiting::Head);
-            }
-            let filled = match this.poll_fill(cx) {
-                Poll::Ready(r) => r?,
-                Poll::Pending if this.state == ReadState::Boundary => {
-                    ready!(this.poll_timed_out(cx));
-                    this.takeover = Some(Takeover::TimedOut(this.waiting.0));
-                    continue;
-                }
-                Poll::Pending => return Poll::Pending,
             };
-            if filled == 0 {
-                if this.state == ReadState::Boundary && this.rbuf.len() > this.rpos {
-                    // A partial head before end of stream.
-                    this.takeover = Some(Takeover::Refuse(Refusal::Malformed));
-                }
-                return Poll::Ready(Ok(()));
-            }
         }
     }
 }
