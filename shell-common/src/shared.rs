@@ -40,9 +40,21 @@ struct Inner {
     wakers: HashMap<SubscriberId, Arc<Notify>>,
     /// Wakes the etcd loop ([`Engine::poll_etcd_wakeup`]).
     etcd: Arc<Notify>,
+    /// The deadline the timer task sleeps until ([`Shared::run_timer`]); `None`: forever.
+    armed: Option<Instant>,
 }
 
 impl Inner {
+    /// Whether the engine's next deadline is earlier than the one the timer sleeps until
+    /// (after any `handle_*` call: the timer must wake up and re-arm).
+    fn deadline_moved_earlier(&self) -> bool {
+        match (self.engine.poll_timeout(), self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     fn wake(&mut self) {
         while let Some(id) = self.engine.poll_wakeup() {
             if let Some(notify) = self.wakers.get(&id) {
@@ -63,6 +75,7 @@ impl Shared {
                 engine,
                 wakers: HashMap::new(),
                 etcd: Arc::new(Notify::new()),
+                armed: None,
             }),
             connections: AtomicUsize::new(0),
             timer: Notify::new(),
@@ -111,11 +124,15 @@ impl Shared {
         notify.notified().await;
     }
 
-    /// Runs `f` on the engine, then wakes the watches that have something to write.
+    /// Runs `f` on the engine, then wakes the watches that have something to write, and the
+    /// timer if the engine's next deadline moved earlier.
     pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         let mut inner = self.lock();
         let result = f(&mut inner.engine);
         inner.wake();
+        if inner.deadline_moved_earlier() {
+            self.timer.notify();
+        }
         result
     }
 
@@ -127,12 +144,14 @@ impl Shared {
             Reply::Stream(id) => {
                 let notify = Arc::new(Notify::new());
                 inner.wakers.insert(id, notify.clone());
-                self.timer.notify();
                 Opened::Stream { id, notify }
             }
             Reply::Response(r) => Opened::Response(r),
         };
         inner.wake();
+        if inner.deadline_moved_earlier() {
+            self.timer.notify();
+        }
         opened
     }
 
@@ -215,11 +234,16 @@ impl Shared {
         }
     }
 
-    /// Drives heartbeats until shutdown: sleeps until [`Engine::poll_timeout`], calls
-    /// [`Engine::handle_timeout`], and re-arms when a new watch opens.
+    /// Drives the engine's timers until shutdown: sleeps until [`Engine::poll_timeout`],
+    /// calls [`Engine::handle_timeout`], and re-arms whenever a call into the engine moved
+    /// that deadline earlier (a watch opened, a resume held, …).
     pub async fn run_timer<R: Runtime>(self: Arc<Self>, rt: R) {
         loop {
-            let next = self.lock().engine.poll_timeout();
+            let next = {
+                let mut inner = self.lock();
+                inner.armed = inner.engine.poll_timeout();
+                inner.armed
+            };
             let sleep = async {
                 match next {
                     Some(at) => rt.sleep_until(at).await,
@@ -260,5 +284,66 @@ pub struct OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::task::{Context, Wake, Waker};
+
+    use lainlet_core::{EngineConfig, Method, Reply, Request};
+
+    use super::*;
+
+    /// A runtime whose sleeps never end and are recorded.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Instant>>>);
+
+    impl Runtime for Recorder {
+        fn sleep_until(&self, at: Instant) -> impl Future<Output = ()> + Send {
+            self.0.lock().unwrap().push(at);
+            std::future::pending()
+        }
+    }
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_timer_rearms_when_any_engine_call_moves_the_deadline_earlier() {
+        let shared = Shared::new(Engine::new(EngineConfig::default()));
+        crate::etcd::load_demo(&shared);
+        let rt = Recorder::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut timer = pin!(shared.clone().run_timer(rt.clone()));
+        let mut cx = Context::from_waker(&waker);
+        assert!(timer.as_mut().poll(&mut cx).is_pending());
+        assert!(
+            rt.0.lock().unwrap().is_empty(),
+            "no deadline yet: sleeps forever"
+        );
+        // A watch opened by a plain engine call (not Shared::request) adds a heartbeat.
+        let ctx = shared.context(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let request = Request::new(Method::Get, "/v2/configwatcher?watch=1&heartbeat=5");
+        let reply = shared.with_engine(|e| e.handle_request(&request, &ctx));
+        assert!(matches!(reply, Reply::Stream(_)));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the timer was woken");
+        assert!(timer.as_mut().poll(&mut cx).is_pending());
+        let armed = rt.0.lock().unwrap().clone();
+        assert_eq!(armed.len(), 1, "re-armed once: {armed:?}");
+        assert_eq!(Some(armed[0]), shared.with_engine(|e| e.poll_timeout()));
+        // A call that leaves the deadline where it is does not wake it again.
+        shared.with_engine(|e| e.is_ready());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 }
