@@ -30,45 +30,19 @@
 
 mod common;
 mod grpc;
+mod oracle;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use lainlet_fixtures::{generated, original, ClusterShape};
 use lainlet_tests::*;
+use oracle::*;
 use serde_json::Value;
 
 /// The documented differences, one per line: `rule<TAB>what differs<TAB>README section`.
 const DIFFERENCES: &str = include_str!("../differential/differences.tsv");
-
-/// Environment variable naming the original binary (default `target/original/lainlet`).
-const ORIGINAL_ENV: &str = "LAINLET_TEST_ORIGINAL";
-
-/// The original's binary, or `None` (after a note) when it is not built outside CI.
-fn original_binary() -> Option<PathBuf> {
-    let path = std::env::var_os(ORIGINAL_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/original/lainlet"));
-    // It runs in a UTS namespace of its own (`unshare --uts`), which takes root.
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if path.is_file() && root {
-        return Some(path);
-    }
-    if path.is_file() {
-        eprintln!("[differential] skipping: not root (the original runs under unshare --uts)");
-        return None;
-    }
-    let msg = format!(
-        "the original lainlet is not built at {} (scripts/build-original.sh, or set {ORIGINAL_ENV})",
-        path.display()
-    );
-    assert!(!is_ci(), "{msg}");
-    eprintln!("[differential] skipping: {msg}");
-    None
-}
 
 /// A small xorshift generator: the whole run follows from its seed.
 struct Rng(u64);
@@ -382,35 +356,6 @@ struct Tally {
     unexplained: Vec<String>,
 }
 
-/// The original, started on `etcd` with its own flags, serving once it answers a GET. It takes
-/// the node's name from the operating system's host name (spec §2.4.8), where lainlet has
-/// `--hostname` (the harness passes `node1`): it runs in a UTS namespace of its own whose host
-/// name is `node1` (`unshare --uts`, as root).
-fn start_original(bin: &std::path::Path, etcd: &EtcdServer, grpc: &str) -> Service {
-    let web = free_addr();
-    let mut svc = Service::command(ServiceKind::Tokio)
-        .bin("unshare")
-        .args([
-            "--uts".to_owned(),
-            "sh".to_owned(),
-            "-c".to_owned(),
-            r#"hostname node1 && exec "$0" "$@""#.to_owned(),
-            bin.display().to_string(),
-            format!("-web={web}"),
-            format!("-grpc.addr={grpc}"),
-            format!("-etcd={}", etcd.endpoint()),
-            "-ip=192.168.77.21".to_owned(),
-        ])
-        .spawn()
-        .expect("start the original");
-    svc.wait_listening(20 * SEC).expect("the original listens");
-    assert!(
-        wait_until(20 * SEC, || svc.get("/v2/configwatcher").status == 200),
-        "the original serves"
-    );
-    svc
-}
-
 /// Containers `svc` lists over `nodes` (`/v2/containers`, the original's container watcher).
 fn container_count(svc: &Service, nodes: &[String]) -> usize {
     nodes
@@ -711,4 +656,220 @@ fn every_documented_difference_is_explained_in_the_readme() {
              is not in README.md"
         );
     }
+}
+
+/// A pod group of `app` (`<app>/<app>.web.web`), one pod per container IP, in deployd's format.
+fn pod_group_at(app: &str, ips: &[&str]) -> (String, Vec<u8>) {
+    use lainlet_fixtures::{ContainerParams, ContainerSpecParams, PodGroupParams, PodParams};
+    let p = PodGroupParams {
+        name: format!("{app}.web.web"),
+        namespace: app.to_owned(),
+        version: 1,
+        annotation: "{}".to_owned(),
+        dependencies: vec![],
+        containers: vec![ContainerSpecParams::lain(
+            app,
+            "release-1",
+            "web",
+            &["./web"],
+            8080,
+        )],
+        pods: ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| PodParams {
+                instance_no: i as i64 + 1,
+                containers: vec![ContainerParams {
+                    id: format!("{:064x}", 0xc0_ffee + i),
+                    node_name: "node1".into(),
+                    node_ip: "192.168.77.21".into(),
+                    container_ip: (*ip).to_owned(),
+                }],
+            })
+            .collect(),
+    };
+    (p.key(), lainlet_fixtures::pod_group_value(&p))
+}
+
+/// A portal `<service>.portal.portal-<client>` of `service` for app `client`, one shared pod per
+/// container IP, in deployd's format.
+fn portal_at(service: &str, client: &str, ips: &[&str]) -> (String, Vec<u8>) {
+    use lainlet_fixtures::{ContainerParams, ContainerSpecParams, PortalParams, SharedPodParams};
+    let name = format!("{service}.portal.portal-{client}");
+    let p = PortalParams {
+        name: name.clone(),
+        service_app: service.to_owned(),
+        version: 1,
+        annotation: lainlet_fixtures::portal_annotation(service),
+        container: ContainerSpecParams::lain(service, "release-1", &name, &["./portal"], 0)
+            .with_service_name(service),
+        pods: ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| SharedPodParams {
+                node_name: format!("node{}", i + 1),
+                client_app: client.to_owned(),
+                ref_count: 1,
+                container: ContainerParams {
+                    id: format!("{:064x}", 0xbeef + i),
+                    node_name: format!("node{}", i + 1),
+                    node_ip: format!("192.168.77.{}", 21 + i),
+                    container_ip: (*ip).to_owned(),
+                },
+            })
+            .collect(),
+    };
+    (p.key(), lainlet_fixtures::depends_value(&p))
+}
+
+/// `svc`'s answer to `/appname?ip=<ip>` from 127.0.0.1 (super): the app, or the error text.
+fn app_name_of(svc: &Service, ip: &str) -> Lookup {
+    let r = svc.get(&format!("/appname?ip={ip}"));
+    match r.status {
+        200 => Ok(r.json()["appname"].as_str().unwrap_or_default().to_owned()),
+        500 => Err(r.text()),
+        other => panic!("/appname?ip={ip}: status {other}: {}", r.text()),
+    }
+}
+
+/// Waits (10 s) until `svc` answers `want` for `ip`; the last answer.
+fn await_app_name(svc: &Service, ip: &str, want: &Lookup) -> Lookup {
+    let mut last = app_name_of(svc, ip);
+    wait_until(10 * SEC, || {
+        last = app_name_of(svc, ip);
+        &last == want
+    });
+    last
+}
+
+/// The original's IP → app bookkeeping (module docs of `oracle/`), reproduced with single
+/// writes against the real original on a 2.3.7 member behind a proxy (etcd 3.4 without 2.3.7),
+/// next to lainlet, which answers from etcd's data. Every step's write also lists a fresh IP,
+/// and both servers are first seen answering it, so each server has applied the write before
+/// the shared IP is asked. Each answer of the original is also the one [`IpBook`] (the model
+/// that recognises the `original-ip-bookkeeping` differences) predicts.
+#[test]
+fn the_originals_ip_map_follows_the_last_writer_not_etcds_data() {
+    let Some(bin) = original_binary() else {
+        return;
+    };
+    let setup = if EtcdSetup::Etcd2Proxy.available_or_skip() {
+        EtcdSetup::Etcd2Proxy
+    } else {
+        EtcdSetup::Etcd34
+    };
+    if !setup.available_or_skip() {
+        return;
+    }
+    run_for_kind(ServiceKind::Tokio, |kind| {
+        let etcd = EtcdServer::with_setup(setup, &[]).expect("start etcd");
+        let w = etcd.with_store(Store::V2);
+        let (x, y, z) = ("172.20.50.2", "172.20.50.3", "172.20.60.2");
+        let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // w and v are listed twice from the start: the full read decides them (tree order).
+        let (w_ip, v_ip) = ("172.20.52.1", "172.20.62.1");
+        data.extend([
+            pod_group_at("alpha", &[x]),
+            portal_at("one", "alpha", &[z]),
+            pod_group_at("delta", &[w_ip]),
+            pod_group_at("delta-x", &[w_ip]),
+            portal_at("one", "beta", &[v_ip]),
+            portal_at("three", "alpha", &[v_ip]),
+        ]);
+        w.load(data.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        let mut book = IpBook::default();
+        book.refresh(data.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+
+        let ours = start_in(kind, &etcd, Store::V2);
+        let theirs = start_original(&bin, &etcd, &free_addr());
+        let alpha = Ok("alpha".to_owned());
+        let one = Ok("one".to_owned());
+        assert_eq!(await_app_name(&theirs, x, &alpha), alpha);
+        assert_eq!(await_app_name(&theirs, z, &one), one);
+        // Of two pod groups the last in etcd's tree order (`delta/…` before `delta-x/…`), of
+        // two portals the first.
+        let initial = (app_name_of(&theirs, w_ip), app_name_of(&theirs, v_ip));
+        assert_eq!(initial, (Ok("delta-x".into()), one.clone()));
+        assert_eq!(initial, (book.app_name(w_ip), book.app_name(v_ip)));
+        // The auth module's watches start "from now" after its first read (spec W6): probe
+        // keys with IPs of their own until the original shows one of them.
+        for (n, make) in [
+            (0, pod_group_at as fn(&str, &[&str]) -> (String, Vec<u8>)),
+            (1, |s: &str, ips: &[&str]| portal_at(s, "probe", ips)),
+        ] {
+            let live = (1..=5).any(|i| {
+                let ip = format!("172.20.9{n}.{i}");
+                let (key, value) = make("probe", &[&ip]);
+                w.put(&key, &value);
+                data.insert(key.clone(), value.clone());
+                book.put(&key, &value);
+                app_name_of(&theirs, &ip).is_ok()
+                    || wait_until(3 * SEC, || app_name_of(&theirs, &ip).is_ok())
+            });
+            assert!(live, "the original's auth watch shows none of 5 probes");
+        }
+
+        // Each step: a write listing a fresh IP, then the shared IP's answers.
+        let mut step = |what: &str, key: &str, value: Option<Vec<u8>>, fresh: &str, ip: &str| {
+            match &value {
+                Some(v) => {
+                    w.put(key, v);
+                    book.put(key, v);
+                    data.insert(key.to_owned(), v.clone());
+                }
+                None => {
+                    w.delete(key);
+                    book.delete(key);
+                    data.remove(key);
+                }
+            }
+            let kvs = || data.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+            let (fresh_ours, fresh_theirs) = (data_app_name(kvs(), fresh), book.app_name(fresh));
+            assert_eq!(
+                await_app_name(&ours, fresh, &fresh_ours),
+                fresh_ours,
+                "{what}"
+            );
+            assert_eq!(
+                await_app_name(&theirs, fresh, &fresh_theirs),
+                fresh_theirs,
+                "{what}: the original applied it"
+            );
+            let answers = (app_name_of(&ours, ip), app_name_of(&theirs, ip));
+            assert_eq!(answers.0, data_app_name(kvs(), ip), "{what}: lainlet");
+            assert_eq!(
+                answers.1,
+                book.app_name(ip),
+                "{what}: the model of the original"
+            );
+            answers
+        };
+        let unknown = |ip: &str| Err(format!("unkown address {ip}"));
+
+        // Two pod groups list x: the original answers the last writer (auth.go:196-201),
+        // lainlet the first by key (`alpha/…` before `beta/…`).
+        let (key, value) = pod_group_at("beta", &[x, "172.20.51.1"]);
+        let got = step("beta lists x", &key, Some(value), "172.20.51.1", x);
+        assert_eq!(got, (alpha.clone(), Ok("beta".into())));
+        // beta goes: the original drops x with its last writer (watcher.go:154-161), though
+        // alpha still lists it in etcd.
+        let got = step("beta deleted", &key, None, "172.20.51.1", x);
+        assert_eq!(got, (alpha.clone(), unknown(x)));
+        // alpha written again (a fresh IP added): x is back.
+        let (key, value) = pod_group_at("alpha", &[x, "172.20.51.2"]);
+        let got = step("alpha rewritten", &key, Some(value), "172.20.51.2", x);
+        assert_eq!(got, (alpha.clone(), alpha.clone()));
+        // alpha's container moves from x to y: the original keeps x (spec W9), etcd has no x.
+        let (key, value) = pod_group_at("alpha", &[y, "172.20.51.2"]);
+        let got = step("alpha moves x to y", &key, Some(value), y, x);
+        assert_eq!(got, (unknown(x), alpha.clone()));
+
+        // The same for portals (auth.go:216-244): two portals list z; the last writer's
+        // service replaces the other's, and goes with it.
+        let (key, value) = portal_at("two", "alpha", &[z, "172.20.61.1"]);
+        let got = step("portal two lists z", &key, Some(value), "172.20.61.1", z);
+        assert_eq!(got, (one.clone(), Ok("two".into())));
+        let got = step("portal two deleted", &key, None, "172.20.61.1", z);
+        assert_eq!(got, (one.clone(), unknown(z)));
+    });
 }
