@@ -20,9 +20,11 @@
 //!   IP it lists: the **last writer wins** (`ip → its app`, or `ip → [its service]`, replacing
 //!   other services), and becomes `invert[ip]`. IPs the key listed before and no longer lists are
 //!   **left as they were** (spec W9: a container that moved keeps its old app).
-//! * **a delete** of key K (watcher.go:154-162) removes from the cache every IP whose
-//!   `invert[ip]` starts with K — the IP's last writer — **even when another key still lists the
-//!   IP**, and leaves IPs K listed but another key wrote last.
+//! * **a delete** of key K (watcher.go:154-162) takes every IP whose `invert[ip]` starts with K
+//!   — the IP's last writer — **even when another key still lists the IP**, and leaves IPs K
+//!   listed but another key wrote last. Each IP taken is deleted *recursively*
+//!   (`Delete(k, true)`, cacher.go:252-262: every cache key that starts with it), so deleting
+//!   the writer of `172.20.10.3` also drops `172.20.10.30` … `172.20.10.39`, whoever wrote them.
 //!
 //! So after a container IP is reused (deployd moves containers; calico hands a freed IP to the
 //! next container), the original's answer depends on the order of the writes, not on etcd's
@@ -222,16 +224,13 @@ impl IpBook {
     }
 
     /// A delete of `key` as the original's watch applies it: every IP whose last writer starts
-    /// with `key` goes.
+    /// with `key` goes, and with it every IP it is a string prefix of.
     pub fn delete(&mut self, key: &str) {
-        let (cache_apps, cache_services) = (&mut self.apps, &mut self.services);
         if key.starts_with(POD_GROUPS) || POD_GROUPS.starts_with(key) {
-            let writers = &self.app_writer;
-            cache_apps.retain(|ip, _| !writers.get(ip).is_some_and(|w| w.starts_with(key)));
+            delete_written(&mut self.apps, &self.app_writer, key);
         }
         if key.starts_with(DEPENDS) || DEPENDS.starts_with(key) {
-            let writers = &self.service_writer;
-            cache_services.retain(|ip, _| !writers.get(ip).is_some_and(|w| w.starts_with(key)));
+            delete_written(&mut self.services, &self.service_writer, key);
         }
     }
 
@@ -248,6 +247,22 @@ impl IpBook {
             None => Err(format!("unkown address {host}")),
         }
     }
+}
+
+/// The original's DELETE of `key` on a cache keyed by IP (watcher.go:154-162): the IPs in the
+/// cache whose last writer starts with `key`, each deleted with every cache key it is a prefix
+/// of (cacher.go:252-262).
+fn delete_written<V>(
+    cache: &mut BTreeMap<String, V>,
+    writers: &BTreeMap<String, String>,
+    key: &str,
+) {
+    let taken: Vec<String> = cache
+        .keys()
+        .filter(|ip| writers.get(*ip).is_some_and(|w| w.starts_with(key)))
+        .cloned()
+        .collect();
+    cache.retain(|ip, _| !taken.iter().any(|t| ip.starts_with(t.as_str())));
 }
 
 /// The answer to `/appname?ip=<host>` that etcd's data `kvs` gives (spec §2.2: the app of a
