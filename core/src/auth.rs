@@ -55,19 +55,12 @@ pub fn is_local_peer(peer: IpAddr, node_ip: &str) -> bool {
     host == "127.0.0.1" || host == "[::1]" || (!node_ip.is_empty() && host == node_ip)
 }
 
-/// Strips a `:port` suffix the way the original did: everything before the last `:` (an
-/// address without `:` is kept whole).
+/// Strips a `:port` suffix the way the original did (spec §2.2): everything before the last
+/// `:`; an address without `:` is kept whole. `[::1]:80` gives `[::1]`, and, as there, a bare
+/// IPv6 address loses its last group (`::1` gives `:`), `[::1]` gives `[:` and `:80` gives ``
+/// (an empty address: the original's `empty key`, see [`Authorizer::app_name`]).
 pub fn strip_port(addr: &str) -> &str {
-    if addr.starts_with('[') {
-        return match addr.find(']') {
-            Some(end) => &addr[..=end],
-            None => addr,
-        };
-    }
-    match addr.rsplit_once(':') {
-        Some((host, _)) if !host.contains(':') => host,
-        _ => addr,
-    }
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
 }
 
 /// Authorisation predicates over the current state.
@@ -87,8 +80,12 @@ impl Authorizer<'_> {
     }
 
     /// The app a container IP belongs to: its pod group's app, else the first service whose
-    /// portal uses the IP.
+    /// portal uses the IP. An empty address is the original's cache lookup with an empty key
+    /// (`/appname?ip=:80`), which failed with `empty key`.
     pub fn app_name(&self, host: &str) -> Result<&str, ApiError> {
+        if host.is_empty() {
+            return Err(ApiError::EmptyKey);
+        }
         if let Some(id) = self.state.ip_apps.first(host) {
             return Ok(&id.app);
         }
@@ -180,6 +177,10 @@ mod tests {
         assert_eq!(strip_port("1.2.3.4:5678"), "1.2.3.4");
         assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
+        // Everything before the last `:`, as the original (answers checked against it).
+        assert_eq!(strip_port("::1"), ":");
+        assert_eq!(strip_port("[::1]"), "[:");
+        assert_eq!(strip_port(":80"), "");
     }
 
     #[test]
@@ -212,5 +213,21 @@ mod tests {
         assert!(auth.is_local("10.0.0.1"));
         assert!(auth.is_local("127.0.0.1"));
         assert!(!auth.is_local("127.0.0.2"));
+    }
+
+    #[test]
+    fn an_empty_address_is_the_originals_empty_key() {
+        let state = ClusterState::default();
+        let auth = Authorizer {
+            state: &state,
+            node_ip: "",
+            enabled: true,
+        };
+        assert_eq!(auth.app_name(""), Err(ApiError::EmptyKey));
+        assert_eq!(ApiError::EmptyKey.to_string(), "empty key");
+        assert_eq!(
+            auth.app_name(":"),
+            Err(ApiError::UnknownAddress(":".into()))
+        );
     }
 }

@@ -25,7 +25,8 @@ pub enum ApiError {
     /// `/appname` for an IP that belongs to no known container (the original's spelling).
     #[error("unkown address {0}")]
     UnknownAddress(String),
-    /// `/v2/localspecquery` with neither `nodeip` nor `-ip`.
+    /// `/v2/localspecquery` with neither `nodeip` nor `-ip`, or `/appname` for an empty address
+    /// (`ip=:80`).
     #[error("empty key")]
     EmptyKey,
     /// The webrouter/streamrouter rule: too many selected pods have no IP (spec §2.4.5).
