@@ -169,23 +169,11 @@ store_conformance_test!(fn announcements_change_no_v2_answer(kind, store) {
         .start()
         .expect("the quiet lainlet");
     // Both at the same revision (announcements go on: wait until they agree once).
-    let paths = [
-        "/v2/appswatcher",
-        "/v2/configwatcher",
-        "/v2/procwatcher?appname=hello",
-        "/v2/coreinfowatcher",
-        "/v2/nodes",
-        "/v2/containers",
-        "/v2/proxywatcher",
-        "/v2/depends",
-        "/v2/webrouter/webprocs",
-        "/v2/streamrouter/streamprocs",
-        "/v2/streamrouter/ports",
-        "/v2/rebellion/localprocs",
-        "/v2/backupspec",
-        "/v2/localspecquery",
-    ];
-    for path in paths {
+    for view in V2_VIEWS {
+        let path = match view {
+            "/v2/procwatcher" => "/v2/procwatcher?appname=hello",
+            other => other,
+        };
         let a = nodes[0].get(path);
         let b = quiet.get(path);
         assert_eq!((a.status, a.text()), (b.status, b.text()), "{path}");

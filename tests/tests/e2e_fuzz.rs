@@ -37,21 +37,8 @@ impl Rng {
     }
 }
 
-const PATHS: &[&str] = &[
-    "/v2/appswatcher",
-    "/v2/configwatcher",
-    "/v2/procwatcher",
-    "/v2/coreinfowatcher",
-    "/v2/nodes",
-    "/v2/containers",
-    "/v2/proxywatcher",
-    "/v2/depends",
-    "/v2/webrouter/webprocs",
-    "/v2/streamrouter/streamprocs",
-    "/v2/streamrouter/ports",
-    "/v2/rebellion/localprocs",
-    "/v2/backupspec",
-    "/v2/localspecquery",
+/// Paths besides the v2 views ([`V2_VIEWS`]).
+const OTHER_PATHS: &[&str] = &[
     "/appname",
     "/debug",
     "/version",
@@ -140,7 +127,8 @@ const HEADERS: &[(&str, &str)] = &[
 
 fn request(rng: &mut Rng) -> (Vec<u8>, String) {
     let method = *rng.pick(METHODS);
-    let mut target = (*rng.pick(PATHS)).to_owned();
+    let paths: Vec<&str> = V2_VIEWS.iter().chain(OTHER_PATHS).copied().collect();
+    let mut target = (*rng.pick(&paths)).to_owned();
     if rng.chance(10) {
         target.push('/');
     }

@@ -12,6 +12,24 @@ use serde_json::Value;
 /// One second.
 pub const SEC: Duration = Duration::from_secs(1);
 
+/// The path of every `/v2` view (spec §2.4), without parameters.
+pub const V2_VIEWS: [&str; 14] = [
+    "/v2/appswatcher",
+    "/v2/configwatcher",
+    "/v2/procwatcher",
+    "/v2/coreinfowatcher",
+    "/v2/nodes",
+    "/v2/containers",
+    "/v2/proxywatcher",
+    "/v2/depends",
+    "/v2/webrouter/webprocs",
+    "/v2/streamrouter/streamprocs",
+    "/v2/streamrouter/ports",
+    "/v2/rebellion/localprocs",
+    "/v2/backupspec",
+    "/v2/localspecquery",
+];
+
 /// The exact watch head of the original (spec §3.2).
 pub const SSE_HEAD: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nVary: Accept-Encoding\r\n\r\n";
