@@ -222,9 +222,9 @@ pub fn token_expired(status: u16, answer: &[u8]) -> bool {
     status == 401 && String::from_utf8_lossy(answer).contains("invalid auth token")
 }
 
-/// The streaming watch answer, one JSON object per line, as bytes arrive: [`WatchLines::push`]
-/// what was read, then take each whole line's [`WatchResponse`] with [`WatchLines::next`]
-/// until it says `Ok(None)` (a partial line: more bytes are needed).
+/// The streaming watch answer, one JSON object per line, as bytes arrive:
+/// [`WatchLines::push`] what was read, then drain each whole line's [`WatchResponse`] with
+/// [`WatchLines::poll_response`] until it says `Ok(None)` (more bytes are needed).
 #[derive(Debug)]
 pub struct WatchLines {
     /// Bytes not yet parsed (a partial line).
@@ -250,7 +250,7 @@ impl WatchLines {
     /// The next whole line's response (blank lines are skipped); `Ok(None)` when no whole
     /// line is left. An error for a line that is not a watch response, and for a partial line
     /// already longer than the limit.
-    pub fn next(&mut self) -> Result<Option<WatchResponse>, CodecError> {
+    pub fn poll_response(&mut self) -> Result<Option<WatchResponse>, CodecError> {
         while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             if !line.iter().all(u8::is_ascii_whitespace) {
@@ -468,7 +468,7 @@ mod tests {
             let mut seen = Vec::new();
             for piece in [&stream[..cut], &stream[cut..]] {
                 lines.push(piece);
-                while let Some(r) = lines.next().unwrap() {
+                while let Some(r) = lines.poll_response().unwrap() {
                     seen.push((r.created, r.header_revision));
                 }
             }
@@ -476,13 +476,13 @@ mod tests {
         }
         let mut lines = WatchLines::new(8);
         lines.push(b"{\"error\":{\"message\":\"x\"}}\n");
-        assert!(matches!(lines.next(), Err(CodecError::Etcd(_))));
+        assert!(matches!(lines.poll_response(), Err(CodecError::Etcd(_))));
         lines.push(b"123456789");
-        assert_eq!(lines.next(), Err(CodecError::TooLong(8)));
+        assert_eq!(lines.poll_response(), Err(CodecError::TooLong(8)));
         let mut lines = WatchLines::new(8);
         lines.push(b"12345678");
         assert_eq!(
-            lines.next(),
+            lines.poll_response(),
             Ok(None),
             "a partial line within the limit waits"
         );
