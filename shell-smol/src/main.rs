@@ -84,7 +84,7 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
     };
     if !started.endpoints.is_empty() {
         let cli = &started.cli;
-        let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
+        let credentials = cli.etcd_credentials();
         let http = tls::EtcdHttp::new(started.etcd_tls.clone());
         let http = etcd_http::Trillium(http);
         let v3 = GatewayClient::new(http.clone(), Smol, credentials.clone());
