@@ -42,7 +42,7 @@
 //!                                       tools have them: handle_events(now, events))
 //!                                    beside the watch, loop { (due, check) =
 //!                                      poll_etcd_check(now); at `due` (or at once when
-//!                                      poll_etcd_wakeup() says so) run `check` within
+//!                                      poll_etcd_wakeup() gives something) run `check` within
 //!                                      etcd_check_timeout(check):
 //!                                      Quorum   → handle_quorum_check(now, r) → QuorumOutcome
 //!                                                 (HistoryChanged: end the watch; Failed:
@@ -74,7 +74,8 @@
 //! timers:  at engine.poll_timeout() ──▶ engine.handle_timeout(now)
 //! after every handle_* call:
 //!          while let Some(id) = engine.poll_wakeup() { wake the connection of id }
-//!          if engine.poll_etcd_wakeup() { wake the etcd loop: a resume waits for a listing }
+//!          while let Some(_) = engine.poll_etcd_wakeup() { wake the etcd loop: a resume
+//!                                                           waits for a listing }
 //! a woken connection:
 //!          while let Some(frame) = engine.poll_frame(id) { write frame; if frame.close { close } }
 //! ```
@@ -148,8 +149,8 @@ use lainlet_gojson as json;
 pub use auth::is_local_peer;
 pub use engine::{
     apply_patch, Action, BackfillOutcome, CheckPolicy, DecodeFailure, DeliveryStats, DriftOutcome,
-    Engine, EngineConfig, EtcdStatus, HistoryWindow, QuorumOutcome, Rendering, RequestContext,
-    Restored, StoreDecision, SubscriberId, Update, ViewVersion, V2_VERSION,
+    Engine, EngineConfig, EtcdStatus, EtcdWakeup, HistoryWindow, QuorumOutcome, Rendering,
+    RequestContext, Restored, StoreDecision, SubscriberId, Update, ViewVersion, V2_VERSION,
 };
 pub use error::{ApiError, EtcdCallError, StateIoError};
 pub use etcd::{

@@ -267,7 +267,7 @@ fn one_change_during_a_restart_is_one_update_or_one_patch_and_no_change_is_nothi
         config_client.connect(&mut h);
         domain_client.connect(&mut h);
         assert!(
-            h.engine.poll_etcd_wakeup(),
+            h.engine.poll_etcd_wakeup().is_some(),
             "the etcd loop is woken for the listing"
         );
         assert!(
@@ -445,7 +445,7 @@ fn the_v2_store_answers_resumes_from_before_its_history_with_init_at_once() {
     client.last_id = Some(3);
     client.read(&mut h).unwrap();
     assert_eq!(client.events, ["init"]);
-    assert!(!h.engine.poll_etcd_wakeup());
+    assert_eq!(h.engine.poll_etcd_wakeup(), None);
 }
 
 #[test]
@@ -478,12 +478,12 @@ fn many_resumes_from_a_few_revisions_need_a_listing_each() {
         assert_ne!(c.events[0], "init", "{}", c.url);
     }
     // A later resume from an answered revision needs no listing.
-    h.engine.poll_etcd_wakeup();
+    while h.engine.poll_etcd_wakeup().is_some() {}
     let mut late = Client::new("/v2/configwatcher", false);
     late.last_id = Some(first as u64);
     late.state = Some(Value::Null);
     late.connect(&mut h);
-    assert!(!h.engine.poll_etcd_wakeup());
+    assert_eq!(h.engine.poll_etcd_wakeup(), None);
     late.read(&mut h).unwrap();
     assert_eq!(late.events, ["update"]);
 }

@@ -409,6 +409,12 @@ impl Cli {
             .filter(|a| !a.is_empty())
     }
 
+    /// The user and password to authenticate to etcd with (`--etcd-user`,
+    /// `--etcd-password`, which go together), if given.
+    pub fn etcd_credentials(&self) -> Option<(String, String)> {
+        self.etcd_user.clone().zip(self.etcd_password.clone())
+    }
+
     /// Whether any gRPC flag is given (`--grpc.addr`, `--grpc.TLS`, `--grpc.key`,
     /// `--grpc.cert`): a shell without gRPC refuses them.
     pub fn grpc_requested(&self) -> bool {

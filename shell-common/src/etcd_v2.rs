@@ -1,7 +1,7 @@
 //! etcd's v2 keys API as an [`EtcdClient`], the same in both shells: the requests, answers
-//! and limits are [`lainlet_core::v2`]'s and the core's, and a shell lends only an HTTP/1.1
-//! `GET` ([`HttpGet`]: hyper's client in `lainlet`, trillium-client in `lainlet-smol`). Every
-//! call is one `GET`, its answer read whole:
+//! and limits are [`lainlet_core::v2`]'s and the core's, and a shell lends only its HTTP/1.1
+//! client ([`HttpClient`]: hyper's in `lainlet`, trillium-client in `lainlet-smol`). Every
+//! read is one `GET`, its answer read whole (the fleet's writes are a `PUT` or `DELETE`):
 //!
 //! * snapshot, probe, quorum check ([`v2::PROBE_PATH`]: etcd's index and cluster ID), and the
 //!   drift check's listing (v2 has no keys-only read: it is the snapshot read);
@@ -25,64 +25,22 @@ use lainlet_core::{
 
 use crate::announce::FleetClient;
 use crate::etcd::{EtcdClient, EtcdWatch};
+use crate::http::{read_all, Head, HttpBody, HttpClient, Payload};
 use crate::socket::Runtime;
 use crate::sync::{first, Either};
 
 /// How long a long poll is given to answer from etcd's history (which it does at once).
 const HISTORY_ANSWER: Duration = Duration::from_secs(1);
 
-/// The head of an answer to a `GET`, and its body to read.
-pub struct Head<B> {
-    /// The HTTP status.
-    pub status: u16,
-    /// The `X-Etcd-Index` header, if any.
-    pub etcd_index: Option<String>,
-    /// The `X-Etcd-Cluster-Id` header, if any.
-    pub cluster_id: Option<String>,
-    /// The body, without its transfer encoding.
-    pub body: B,
-}
-
-/// One HTTP/1.1 `GET`, as a shell's HTTP client does it (connections pooled, so a whole
-/// answer leaves its connection for the next request).
-pub trait HttpGet: Clone + Send + Sync + 'static {
-    /// An answer's body.
-    type Body: HttpBody;
-
-    /// Sends `GET url` (with `Authorization: authorization` if given) and returns the head.
-    fn get(
-        &self,
-        url: String,
-        authorization: Option<String>,
-    ) -> impl Future<Output = anyhow::Result<Head<Self::Body>>> + Send;
-
-    /// Sends `method url` (`PUT`, `DELETE`: the fleet's writes) with `form` as an
-    /// `application/x-www-form-urlencoded` body if given, and returns the head.
-    fn send(
-        &self,
-        method: &'static str,
-        url: String,
-        authorization: Option<String>,
-        form: Option<String>,
-    ) -> impl Future<Output = anyhow::Result<Head<Self::Body>>> + Send;
-}
-
-/// The body of an answer, a piece at a time.
-pub trait HttpBody: Send {
-    /// The next bytes; `Ok(None)` at the end of the body. Dropping the future before it is
-    /// ready must lose nothing (it is polled once to see what is ready).
-    fn chunk(&mut self) -> impl Future<Output = anyhow::Result<Option<Vec<u8>>>> + Send;
-}
-
 /// The v2 keys API of one endpoint at a time.
-pub struct V2Client<H: HttpGet, R> {
+pub struct V2Client<H: HttpClient, R> {
     http: H,
     rt: R,
     authorization: Option<String>,
     base: Option<String>,
 }
 
-impl<H: HttpGet, R: Runtime> V2Client<H, R> {
+impl<H: HttpClient, R: Runtime> V2Client<H, R> {
     /// A client over `http`, authenticating with `credentials` (user, password) if given.
     pub fn new(http: H, rt: R, credentials: Option<(String, String)>) -> V2Client<H, R> {
         V2Client {
@@ -113,7 +71,7 @@ struct Endpoint<H, R> {
     base: String,
 }
 
-impl<H: HttpGet, R: Runtime> Endpoint<H, R> {
+impl<H: HttpClient, R: Runtime> Endpoint<H, R> {
     async fn head(&self, path: &str) -> anyhow::Result<Head<H::Body>> {
         let url = format!("{}{path}", self.base);
         self.http
@@ -125,7 +83,7 @@ impl<H: HttpGet, R: Runtime> Endpoint<H, R> {
     /// `GET path`, its body read whole.
     async fn exchange(&self, path: &str) -> anyhow::Result<Called> {
         let mut head = self.head(path).await?;
-        let body = read_all(&mut head.body).await?;
+        let body = read_all(&mut head.body, MAX_ANSWER).await?;
         Ok(Called {
             status: head.status,
             etcd_index: head.etcd_index,
@@ -163,19 +121,7 @@ impl Called {
     }
 }
 
-/// A body read to its end (at most [`MAX_ANSWER`] bytes).
-async fn read_all<B: HttpBody>(body: &mut B) -> anyhow::Result<Vec<u8>> {
-    let mut all = Vec::new();
-    while let Some(chunk) = body.chunk().await? {
-        if all.len().saturating_add(chunk.len()) > MAX_ANSWER {
-            bail!("an answer larger than {MAX_ANSWER} bytes");
-        }
-        all.extend_from_slice(&chunk);
-    }
-    Ok(all)
-}
-
-impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
+impl<H: HttpClient, R: Runtime> EtcdClient for V2Client<H, R> {
     type Watch = V2Watch<H, R>;
 
     async fn check_quorum(&mut self) -> anyhow::Result<EtcdIdentity> {
@@ -252,7 +198,7 @@ impl<H: HttpGet, R: Runtime> EtcdClient for V2Client<H, R> {
 /// Largest answer to a fleet write read (etcd answers with the node, a few hundred bytes).
 const MAX_WRITE_ANSWER: usize = 64 << 10;
 
-impl<H: HttpGet, R: Runtime> FleetClient for V2Client<H, R> {
+impl<H: HttpClient, R: Runtime> FleetClient for V2Client<H, R> {
     async fn connect(&mut self, url: &str) -> anyhow::Result<()> {
         EtcdClient::connect(self, url).await
     }
@@ -270,7 +216,7 @@ impl<H: HttpGet, R: Runtime> FleetClient for V2Client<H, R> {
                 request.method,
                 url,
                 self.authorization.clone(),
-                request.form,
+                request.form.map(Payload::form),
             )
             .await;
         let mut head = match sent {
@@ -303,7 +249,7 @@ impl<H: HttpGet, R: Runtime> FleetClient for V2Client<H, R> {
 /// One long poll from `start_revision`: first its `created` message (the quorum check that
 /// preceded it proved the connection; a long poll has no head of its own until an event
 /// comes), then the one answer etcd gives, which is the poll's last message.
-pub struct V2Watch<H: HttpGet, R> {
+pub struct V2Watch<H: HttpClient, R> {
     endpoint: Endpoint<H, R>,
     start_revision: i64,
     step: PollStep,
@@ -320,7 +266,7 @@ enum PollStep {
     Answered,
 }
 
-impl<H: HttpGet, R: Runtime> EtcdWatch for V2Watch<H, R> {
+impl<H: HttpClient, R: Runtime> EtcdWatch for V2Watch<H, R> {
     async fn next(&mut self) -> anyhow::Result<Option<WatchResponse>> {
         match self.step {
             PollStep::Created => {

@@ -22,7 +22,9 @@
 //!   the demo data;
 //! * [`etcd_tls`] — client TLS to etcd: the PEM files, checked at start, read again when
 //!   they change;
-//! * [`etcd_v2`] — the v2 keys API client both shells use, over a shell's HTTP `GET`;
+//! * [`http`] — the HTTP client trait a shell implements for the two below;
+//! * [`etcd_v2`] — the v2 keys API client both shells use, over a shell's [`http`] client;
+//! * [`gateway`] — the v3 JSON gateway client (`lainlet-smol`'s v3 store), over the same;
 //! * [`service`] — the life of the process: start, accept loop, signals, drain;
 //! * [`state_file`] — the state file: loaded at start, saved atomically when it changed and
 //!   at shutdown;
@@ -43,6 +45,8 @@ pub mod etcd;
 pub mod etcd_tls;
 pub mod etcd_v2;
 pub mod framer;
+pub mod gateway;
+pub mod http;
 pub mod service;
 pub mod shared;
 pub mod sniff;

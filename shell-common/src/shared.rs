@@ -61,7 +61,7 @@ impl Inner {
                 notify.notify();
             }
         }
-        if self.engine.poll_etcd_wakeup() {
+        while self.engine.poll_etcd_wakeup().is_some() {
             self.etcd.notify();
         }
     }

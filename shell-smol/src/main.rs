@@ -5,9 +5,9 @@
 //! * [`front`] — each connection's request heads are read by an async task that streams
 //!   watches (the common watch loop) and gives plain requests to tiny_http ([`backend`]), so
 //!   no thread waits for an idle watch;
-//! * [`gateway`] — etcd's v3 store through the JSON gateway;
-//! * [`etcd_v2`] — trillium-client under the common v2 keys API client;
-//! * [`tls`] — the trillium connector of both (TCP, rustls for `https://`);
+//! * [`etcd_http`] — trillium-client under the common etcd clients (v3 JSON gateway, v2 keys
+//!   API);
+//! * [`tls`] — its connector (TCP, rustls for `https://`);
 //! * [`rt`] — smol's listener, socket and timer for the common code;
 //! * everything else (command line, the process's life, the engine's wake-ups, the etcd
 //!   driver, request sniffing, the watch stream) is `lainlet-shell-common`, shared with the
@@ -20,9 +20,8 @@
 //! the gRPC flags (`-grpc.addr` …: tonic needs tokio, so only `lainlet` serves gRPC).
 
 mod backend;
-mod etcd_v2;
+mod etcd_http;
 mod front;
-mod gateway;
 mod rt;
 mod tls;
 
@@ -32,6 +31,7 @@ use std::sync::Arc;
 use async_signal::{Signal, Signals};
 use lainlet_shell_common::etcd::Clients;
 use lainlet_shell_common::etcd_v2::V2Client;
+use lainlet_shell_common::gateway::GatewayClient;
 use lainlet_shell_common::service::{self, Accepted, Started};
 use lainlet_shell_common::socket::refuse;
 use lainlet_shell_common::{Cli, Shared};
@@ -84,14 +84,15 @@ async fn run(cli: Cli, ex: Arc<Executor<'static>>) -> ExitCode {
     };
     if !started.endpoints.is_empty() {
         let cli = &started.cli;
-        let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
+        let credentials = cli.etcd_credentials();
         let http = tls::EtcdHttp::new(started.etcd_tls.clone());
-        let v3 = gateway::GatewayClient::new(http.clone(), credentials.clone());
-        let v2 = V2Client::new(etcd_v2::Trillium(http.clone()), Smol, credentials.clone());
+        let http = etcd_http::Trillium(http);
+        let v3 = GatewayClient::new(http.clone(), Smol, credentials.clone());
+        let v2 = V2Client::new(http.clone(), Smol, credentials.clone());
         // The fleet heartbeat writes on clients of its own (it never waits for the watch).
         let fleet = Clients {
-            v2: V2Client::new(etcd_v2::Trillium(http.clone()), Smol, credentials.clone()),
-            v3: gateway::GatewayClient::new(http.clone(), credentials.clone()),
+            v2: V2Client::new(http.clone(), Smol, credentials.clone()),
+            v3: GatewayClient::new(http, Smol, credentials),
         };
         let endpoints = started.endpoints.clone();
         ex.spawn(lainlet_shell_common::announce::announce(

@@ -13,6 +13,7 @@ use etcd_client::{
     WatchOptions, WatchStream,
 };
 use lainlet_core::fleet::announcer::{FleetWrite, FleetWritten};
+use lainlet_core::fleet::wire;
 use lainlet_core::{
     EtcdIdentity, KeyListing, Probe, Snapshot, WatchEvent, WatchResponse, CALL_TIMEOUT, MAX_ANSWER,
     PROBE_TIMEOUT,
@@ -41,9 +42,9 @@ impl GrpcClient {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             // A member without a leader refuses the watch rather than keeping it silent.
             .with_require_leader(true);
-        if let (Some(user), Some(password)) = (&cli.etcd_user, &cli.etcd_password) {
+        if let Some((user, password)) = cli.etcd_credentials() {
             options = options
-                .with_user(user.clone(), password.clone())
+                .with_user(user, password)
                 .with_auto_token_refresh(true);
         }
         GrpcClient {
@@ -106,8 +107,7 @@ impl EtcdClient for GrpcClient {
             .with_limit(1);
         match tokio::time::timeout(PROBE_TIMEOUT, kv.get(PREFIX, Some(options))).await {
             Err(_) => Probe::Failed(format!("no answer within {PROBE_TIMEOUT:?}")),
-            Ok(Ok(r)) if r.count() > 0 || !r.kvs().is_empty() => Probe::Keys,
-            Ok(Ok(_)) => Probe::Empty,
+            Ok(Ok(r)) => Probe::of_range(r.count(), r.kvs().len()),
             Ok(Err(etcd_client::Error::GRpcStatus(status)))
                 if status.code() == tonic::Code::Unimplemented =>
             {
@@ -271,10 +271,7 @@ impl lainlet_shell_common::announce::FleetClient for GrpcClient {
             Err(etcd_client::Error::GRpcStatus(status))
                 if status.message().contains("lease not found") =>
             {
-                match write {
-                    FleetWrite::Withdraw { .. } => FleetWritten::Done { lease: None },
-                    _ => FleetWritten::Gone,
-                }
+                wire::lease_not_found(write)
             }
             Err(e) => FleetWritten::Failed(e.to_string()),
         }
@@ -295,10 +292,7 @@ async fn fleet_write(
         } => {
             let lease = match lease {
                 Some(id) => *id,
-                None => {
-                    let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
-                    client.lease_grant(secs, None).await?.id()
-                }
+                None => client.lease_grant(wire::lease_ttl(*ttl), None).await?.id(),
             };
             let options = PutOptions::new().with_lease(lease);
             client
@@ -312,10 +306,8 @@ async fn fleet_write(
             };
             let (mut keeper, mut stream) = client.lease_keep_alive(*id).await?;
             keeper.keep_alive().await?;
-            match stream.message().await? {
-                Some(answer) if answer.ttl() > 0 => Ok(FleetWritten::Done { lease: None }),
-                _ => Ok(FleetWritten::Gone),
-            }
+            let answer = stream.message().await?;
+            Ok(wire::keepalive_answer(answer.map(|a| a.ttl())))
         }
         FleetWrite::Withdraw { key, lease, .. } => {
             match lease {

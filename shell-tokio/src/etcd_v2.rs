@@ -1,5 +1,5 @@
 //! etcd's v2 keys API for the production shell: hyper's pooled HTTP/1.1 client (hyper-util's
-//! `legacy::Client` over tokio, rustls through hyper-rustls for `https://`) as the `GET` of the common v2 client
+//! `legacy::Client` over tokio, rustls through hyper-rustls for `https://`) as the HTTP client of the common v2 client
 //! (`lainlet_shell_common::etcd_v2`, which holds the time limits and the liveness check; the
 //! protocol is `lainlet_core::v2`).
 
@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use lainlet_core::v2::{CLUSTER_ID_HEADER, INDEX_HEADER};
 use lainlet_shell_common::etcd_tls::EtcdTls;
-use lainlet_shell_common::etcd_v2::{Head, HttpBody, HttpGet};
+use lainlet_shell_common::http::{Head, HttpBody, HttpClient, Payload};
 use lainlet_shell_common::rustls;
 
 /// The connector: TCP, and rustls for `https://` endpoints.
@@ -79,35 +79,24 @@ fn build(config: Option<Arc<rustls::ClientConfig>>) -> PooledClient {
         .build(https)
 }
 
-impl HttpGet for Hyper {
+impl HttpClient for Hyper {
     type Body = HyperBody;
-
-    async fn get(
-        &self,
-        url: String,
-        authorization: Option<String>,
-    ) -> anyhow::Result<Head<HyperBody>> {
-        self.send("GET", url, authorization, None).await
-    }
 
     async fn send(
         &self,
         method: &'static str,
         url: String,
         authorization: Option<String>,
-        form: Option<String>,
+        body: Option<Payload>,
     ) -> anyhow::Result<Head<HyperBody>> {
         let mut request = hyper::Request::builder().method(method).uri(url.as_str());
         if let Some(value) = authorization {
             request = request.header(hyper::header::AUTHORIZATION, value);
         }
-        let body = match form {
-            Some(form) => {
-                request = request.header(
-                    hyper::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                );
-                Full::new(Bytes::from(form))
+        let body = match body {
+            Some(body) => {
+                request = request.header(hyper::header::CONTENT_TYPE, body.content_type);
+                Full::new(Bytes::from(body.bytes))
             }
             None => Full::new(Bytes::new()),
         };

@@ -84,7 +84,7 @@ async fn run(cli: lainlet_shell_common::Cli) -> ExitCode {
         let tls = started.etcd_tls.clone();
         let v3 = etcd::GrpcClient::new(&started.cli, tls.clone());
         let cli = &started.cli;
-        let credentials = cli.etcd_user.clone().zip(cli.etcd_password.clone());
+        let credentials = cli.etcd_credentials();
         let v2 = V2Client::new(etcd_v2::Hyper::new(tls.clone()), Tokio, credentials.clone());
         let endpoints = started.endpoints;
         // The fleet heartbeat writes on clients of its own (it never waits for the watch).

@@ -47,10 +47,21 @@ pub(super) struct Backfill {
     held: Vec<Held>,
     /// Revisions to list, not yet handed to the shell.
     wanted: BTreeSet<i64>,
-    /// A revision was added to `wanted` since the shell last looked.
-    wake: bool,
+    /// Revisions added to `wanted` since the shell last looked ([`Engine::poll_etcd_wakeup`]).
+    wake: Vec<i64>,
     /// Listings that came (for `/metrics`).
     pub listings: u64,
+}
+
+/// Why the etcd loop is woken before its next check is due ([`Engine::poll_etcd_wakeup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdWakeup {
+    /// A resume waits for a keys-only listing at `at_revision` ([`crate::EtcdCheck::Backfill`]
+    /// is due now).
+    Backfill {
+        /// The revision to list at.
+        at_revision: i64,
+    },
 }
 
 /// What a listing did, for the log.
@@ -113,14 +124,20 @@ impl Engine {
             deadline: now + HOLD_LIMIT,
         });
         if self.backfill.wanted.insert(resume) {
-            self.backfill.wake = true;
+            self.backfill.wake.push(resume);
         }
     }
 
-    /// Whether the etcd loop should look at [`Engine::poll_etcd_check`] again now (a resume
-    /// waits for a listing). True once per new request; the shell wakes its watch loop.
-    pub fn poll_etcd_wakeup(&mut self) -> bool {
-        std::mem::take(&mut self.backfill.wake)
+    /// Why the etcd loop should look at [`Engine::poll_etcd_check`] again now, once per new
+    /// request (drain until `None`; the shell wakes its etcd loop if there was any). A
+    /// request already answered by [`Engine::handle_backfill`] is not told.
+    pub fn poll_etcd_wakeup(&mut self) -> Option<EtcdWakeup> {
+        while let Some(at_revision) = self.backfill.wake.pop() {
+            if self.backfill.wanted.contains(&at_revision) {
+                return Some(EtcdWakeup::Backfill { at_revision });
+            }
+        }
+        None
     }
 
     /// A listing wanted by a held resume, if any (wanted until it is handed back to

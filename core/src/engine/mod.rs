@@ -23,7 +23,7 @@ mod subscribers;
 mod version;
 mod views;
 
-pub use backfill::BackfillOutcome;
+pub use backfill::{BackfillOutcome, EtcdWakeup};
 pub use checks::{CheckPolicy, DriftOutcome, QuorumOutcome};
 pub use diff::apply as apply_patch;
 pub use etcd::{EtcdStatus, StoreDecision};

@@ -6,10 +6,12 @@
 //! ```text
 //! POST /v3/kv/range   range_request()          → parse_range(answer)          → Snapshot
 //! POST /v3/watch      watch_request(start)     → each line: parse_watch_line  → WatchResponse
+//!                                              (split by WatchLines as bytes arrive)
 //! POST /v3/kv/range   keys_probe_request()     → parse_keys_probe(status, answer) → Probe
 //!                                              → parse_quorum(status, answer) (quorum check)
 //! POST /v3/kv/range   keys_request(revision)   → parse_keys(answer, revision) → KeyListing
 //! POST /v3/auth/authenticate  auth_request()   → parse_token(answer)
+//! any call's 401 "invalid auth token": token_expired(status, answer) → authenticate again
 //! ```
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -213,6 +215,55 @@ pub fn parse_watch_line(line: &[u8]) -> Result<WatchResponse, CodecError> {
     })
 }
 
+/// Whether an answer with HTTP `status` says the request's auth token is not (or no longer)
+/// valid (it expired: `--auth-token-ttl`); the shell then authenticates again and makes the
+/// call once more.
+pub fn token_expired(status: u16, answer: &[u8]) -> bool {
+    status == 401 && String::from_utf8_lossy(answer).contains("invalid auth token")
+}
+
+/// The streaming watch answer, one JSON object per line, as bytes arrive:
+/// [`WatchLines::push`] what was read, then drain each whole line's [`WatchResponse`] with
+/// [`WatchLines::poll_response`] until it says `Ok(None)` (more bytes are needed).
+#[derive(Debug)]
+pub struct WatchLines {
+    /// Bytes not yet parsed (a partial line).
+    pending: Vec<u8>,
+    /// The longest line accepted.
+    max_line: usize,
+}
+
+impl WatchLines {
+    /// No bytes yet; lines longer than `max_line` bytes are refused.
+    pub fn new(max_line: usize) -> WatchLines {
+        WatchLines {
+            pending: Vec::new(),
+            max_line,
+        }
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next whole line's response (blank lines are skipped); `Ok(None)` when no whole
+    /// line is left. An error for a line that is not a watch response, and for a partial line
+    /// already longer than the limit.
+    pub fn poll_response(&mut self) -> Result<Option<WatchResponse>, CodecError> {
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return parse_watch_line(&line).map(Some);
+            }
+        }
+        if self.pending.len() > self.max_line {
+            return Err(CodecError::TooLong(self.max_line));
+        }
+        Ok(None)
+    }
+}
+
 fn parse(bytes: &[u8]) -> Result<Value, CodecError> {
     serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))
 }
@@ -406,5 +457,42 @@ mod tests {
             Err("HTTP 503: etcdserver: request timed out".to_owned())
         );
         assert!(parse_quorum(200, b"<html>").is_err());
+    }
+
+    #[test]
+    fn watch_lines_split_a_stream_read_in_any_pieces() {
+        let stream = b"{\"result\":{\"header\":{\"revision\":\"4\"},\"created\":true}}\n\r\n\
+                       {\"result\":{\"header\":{\"revision\":\"5\"}}}\n";
+        for cut in 0..stream.len() {
+            let mut lines = WatchLines::new(1024);
+            let mut seen = Vec::new();
+            for piece in [&stream[..cut], &stream[cut..]] {
+                lines.push(piece);
+                while let Some(r) = lines.poll_response().unwrap() {
+                    seen.push((r.created, r.header_revision));
+                }
+            }
+            assert_eq!(seen, vec![(true, 4), (false, 5)], "cut at {cut}");
+        }
+        let mut lines = WatchLines::new(8);
+        lines.push(b"{\"error\":{\"message\":\"x\"}}\n");
+        assert!(matches!(lines.poll_response(), Err(CodecError::Etcd(_))));
+        lines.push(b"123456789");
+        assert_eq!(lines.poll_response(), Err(CodecError::TooLong(8)));
+        let mut lines = WatchLines::new(8);
+        lines.push(b"12345678");
+        assert_eq!(
+            lines.poll_response(),
+            Ok(None),
+            "a partial line within the limit waits"
+        );
+    }
+
+    #[test]
+    fn only_an_invalid_token_answer_is_an_expired_token() {
+        let invalid = br#"{"error":"etcdserver: invalid auth token","code":16}"#;
+        assert!(token_expired(401, invalid));
+        assert!(!token_expired(401, b"{\"error\":\"permission denied\"}"));
+        assert!(!token_expired(200, invalid));
     }
 }

@@ -89,6 +89,9 @@ pub enum CodecError {
     /// etcd answered with an error.
     #[error("etcd answered with an error: {0}")]
     Etcd(String),
+    /// A message of a stream longer than the limit (its bytes), with no end in sight.
+    #[error("a message longer than {0} bytes")]
+    TooLong(usize),
 }
 
 /// Why the answer to a quorum read does not show a member with a quorum

@@ -107,6 +107,16 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// What a successful keys-only range of `/lain/` (limit 1) says: keys when it counts any
+    /// or returns one, else empty.
+    pub fn of_range(count: i64, returned: usize) -> Probe {
+        if count > 0 || returned > 0 {
+            Probe::Keys
+        } else {
+            Probe::Empty
+        }
+    }
+
     fn answered(&self) -> bool {
         matches!(self, Probe::Keys | Probe::Empty)
     }
@@ -274,5 +284,13 @@ mod tests {
         assert_eq!(EtcdApi::parse("v4"), None);
         assert_eq!(EtcdApi::Only(Store::V2).name(), "v2");
         assert_eq!(Store::V3.other(), Store::V2);
+    }
+
+    #[test]
+    fn a_range_with_a_count_or_a_key_is_keys_else_empty() {
+        assert_eq!(Probe::of_range(3, 1), Probe::Keys);
+        assert_eq!(Probe::of_range(0, 1), Probe::Keys);
+        assert_eq!(Probe::of_range(2, 0), Probe::Keys);
+        assert_eq!(Probe::of_range(0, 0), Probe::Empty);
     }
 }

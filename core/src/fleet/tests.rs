@@ -598,4 +598,27 @@ mod wire_answers {
             Err(FleetWritten::Failed(_))
         ));
     }
+
+    #[test]
+    fn grpc_lease_answers_tell_done_and_gone_apart() {
+        assert_eq!(lease_ttl(Duration::from_millis(300)), 1);
+        assert_eq!(lease_ttl(Duration::from_secs(6)), 6);
+        assert_eq!(lease_ttl(Duration::MAX), i64::MAX);
+        assert_eq!(
+            keepalive_answer(Some(5)),
+            FleetWritten::Done { lease: None }
+        );
+        assert_eq!(keepalive_answer(Some(0)), FleetWritten::Gone);
+        assert_eq!(keepalive_answer(None), FleetWritten::Gone);
+        assert_eq!(lease_not_found(&refresh()), FleetWritten::Gone);
+        let withdraw = FleetWrite::Withdraw {
+            store: Store::V3,
+            key: "/lain/lainlet/nodes/n1".into(),
+            lease: Some(7),
+        };
+        assert_eq!(
+            lease_not_found(&withdraw),
+            FleetWritten::Done { lease: None }
+        );
+    }
 }

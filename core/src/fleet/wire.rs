@@ -1,7 +1,8 @@
 //! A [`FleetWrite`] as etcd's APIs spell it, and what their answers mean, for the shells'
 //! clients that speak HTTP (the v2 keys API in both shells; the v3 JSON gateway in
 //! `lainlet-smol`). The tokio shell's v3 client (gRPC) maps the same writes onto etcd-client's
-//! lease and put calls.
+//! lease and put calls, and reads their answers with [`lease_ttl`], [`keepalive_answer`] and
+//! [`lease_not_found`].
 //!
 //! ```text
 //! v2   Put       PUT    /v2/keys<key>  value=…&ttl=…
@@ -112,6 +113,29 @@ pub fn parse_lease_call(status: u16, answer: &[u8], revoke: bool) -> FleetWritte
         Ok(_) => FleetWritten::Done { lease: None },
         Err(FleetWritten::Gone) if revoke => FleetWritten::Done { lease: None },
         Err(other) => other,
+    }
+}
+
+/// The TTL of the lease a [`FleetWrite::Put`] is granted, in whole seconds (at least one).
+pub fn lease_ttl(ttl: Duration) -> i64 {
+    i64::try_from(secs(ttl)).unwrap_or(i64::MAX)
+}
+
+/// What a keep-alive answer with `ttl` (`None`: the stream ended without one) means: the
+/// lease lives on, or it is gone.
+pub fn keepalive_answer(ttl: Option<i64>) -> FleetWritten {
+    match ttl {
+        Some(ttl) if ttl > 0 => FleetWritten::Done { lease: None },
+        _ => FleetWritten::Gone,
+    }
+}
+
+/// What etcd's "lease not found" means for `write`: a withdrawal is done (nothing is left to
+/// remove), anything else found the key gone.
+pub fn lease_not_found(write: &FleetWrite) -> FleetWritten {
+    match write {
+        FleetWrite::Withdraw { .. } => FleetWritten::Done { lease: None },
+        _ => FleetWritten::Gone,
     }
 }
 

@@ -1,12 +1,12 @@
-//! etcd's v2 keys API for the smol shell: trillium-client as the `GET` of the common v2
-//! client (`lainlet_shell_common::etcd_v2`; the protocol and its limits are
-//! `lainlet_core`'s). etcd answers HTTP/1.1 without
-//! `Connection: keep-alive`, so trillium opens one connection per request.
+//! trillium-client as the HTTP client of the common etcd clients (the v3 JSON gateway,
+//! `lainlet_shell_common::gateway`, and the v2 keys API, `lainlet_shell_common::etcd_v2`;
+//! the protocols and their limits are `lainlet_core`'s). etcd's v2 API answers HTTP/1.1
+//! without `Connection: keep-alive`, so trillium opens one connection per v2 request.
 
 use std::future::IntoFuture;
 
 use lainlet_core::v2::{CLUSTER_ID_HEADER, INDEX_HEADER};
-use lainlet_shell_common::etcd_v2::{Head, HttpBody, HttpGet};
+use lainlet_shell_common::http::{Head, HttpBody, HttpClient, Payload};
 use smol::io::AsyncReadExt;
 use trillium_client::Conn;
 
@@ -16,34 +16,27 @@ use crate::tls::EtcdHttp;
 #[derive(Clone)]
 pub struct Trillium(pub EtcdHttp);
 
-impl HttpGet for Trillium {
+impl HttpClient for Trillium {
     type Body = TrilliumBody;
-
-    async fn get(
-        &self,
-        url: String,
-        authorization: Option<String>,
-    ) -> anyhow::Result<Head<TrilliumBody>> {
-        self.send("GET", url, authorization, None).await
-    }
 
     async fn send(
         &self,
         method: &'static str,
         url: String,
         authorization: Option<String>,
-        form: Option<String>,
+        body: Option<Payload>,
     ) -> anyhow::Result<Head<TrilliumBody>> {
         let client = self.0.client();
         let mut conn = match method {
             "PUT" => client.put(url.as_str()),
             "DELETE" => client.delete(url.as_str()),
+            "POST" => client.post(url.as_str()),
             _ => client.get(url.as_str()),
         };
-        if let Some(form) = form {
+        if let Some(body) = body {
             conn = conn
-                .with_request_header("Content-Type", "application/x-www-form-urlencoded")
-                .with_body(form);
+                .with_request_header("Content-Type", body.content_type)
+                .with_body(body.bytes);
         }
         if let Some(value) = authorization {
             conn = conn.with_request_header("Authorization", value);
