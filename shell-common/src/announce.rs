@@ -79,11 +79,13 @@ pub async fn announce<V2: FleetClient, V3: FleetClient, R: Runtime>(
             Either::Right(()) => FleetWritten::Failed("shutting down".to_owned()),
         };
         match &result {
-            FleetWritten::Failed(reason) if !failing => {
+            FleetWritten::Failed(reason) | FleetWritten::Refused { reason, .. } if !failing => {
                 warn!("fleet: heartbeat failed ({reason}); retried at the next one, counted in lainlet_fleet_heartbeats{{kind=\"failed\"}}");
                 failing = true;
             }
-            FleetWritten::Failed(reason) => debug!("fleet: heartbeat failed again: {reason}"),
+            FleetWritten::Failed(reason) | FleetWritten::Refused { reason, .. } => {
+                debug!("fleet: heartbeat failed again: {reason}")
+            }
             FleetWritten::Gone => info!("fleet: the key had expired; announcing again"),
             FleetWritten::Done { .. } if failing => {
                 info!("fleet: heartbeats work again");

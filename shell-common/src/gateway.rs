@@ -319,18 +319,22 @@ impl<H: HttpClient, R: Runtime> FleetClient for GatewayClient<H, R> {
                     lease,
                     ..
                 } => {
-                    let lease = match lease {
-                        Some(id) => *id,
+                    let (lease, granted) = match lease {
+                        Some(id) => (*id, false),
                         None => {
                             let (status, answer) =
                                 call("/v3/lease/grant", wire::grant_request(*ttl)).await?;
-                            wire::parse_grant(status, &answer)?
+                            (wire::parse_grant(status, &answer)?, true)
                         }
                     };
                     let (status, answer) =
                         call("/v3/kv/put", wire::put_request(key, value, lease)).await?;
                     match wire::parse_lease_call(status, &answer, false) {
                         FleetWritten::Done { .. } => Ok(FleetWritten::Done { lease: Some(lease) }),
+                        // Keep the lease for the next put rather than grant one per heartbeat.
+                        FleetWritten::Failed(reason) if granted => {
+                            Ok(FleetWritten::Refused { lease, reason })
+                        }
                         other => Ok(other),
                     }
                 }

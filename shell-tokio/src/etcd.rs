@@ -290,15 +290,30 @@ async fn fleet_write(
             lease,
             ..
         } => {
-            let lease = match lease {
-                Some(id) => *id,
-                None => client.lease_grant(wire::lease_ttl(*ttl), None).await?.id(),
+            let (lease, granted) = match lease {
+                Some(id) => (*id, false),
+                None => (
+                    client.lease_grant(wire::lease_ttl(*ttl), None).await?.id(),
+                    true,
+                ),
             };
             let options = PutOptions::new().with_lease(lease);
-            client
+            match client
                 .put(key.as_bytes(), value.clone(), Some(options))
-                .await?;
-            Ok(FleetWritten::Done { lease: Some(lease) })
+                .await
+            {
+                Ok(_) => Ok(FleetWritten::Done { lease: Some(lease) }),
+                // Keep the lease for the next put rather than grant one per heartbeat.
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if granted && !status.message().contains("lease not found") =>
+                {
+                    Ok(FleetWritten::Refused {
+                        lease,
+                        reason: status.message().to_owned(),
+                    })
+                }
+                Err(e) => Err(e),
+            }
         }
         FleetWrite::Refresh { lease, .. } => {
             let Some(id) = lease else {

@@ -103,6 +103,14 @@ pub enum FleetWritten {
     Gone,
     /// etcd did not do it; why, as the client said it (logged, shown on the status page).
     Failed(String),
+    /// v3: a put etcd refused after granting its lease (a user that may not write the key):
+    /// counted as a failure, and the lease is used by the next put instead of a new grant.
+    Refused {
+        /// The lease granted for the put.
+        lease: i64,
+        /// Why the put was refused.
+        reason: String,
+    },
 }
 
 /// What the heartbeat should do next.
@@ -171,6 +179,9 @@ pub struct Announcer {
     in_flight: Option<FleetWrite>,
     /// The value handed out with the put in flight.
     putting: Option<Announcement>,
+    /// v3: a lease granted for a put that etcd refused, for the next put (no grant per
+    /// failed heartbeat).
+    spare_lease: Option<i64>,
     stats: AnnounceStats,
 }
 
@@ -184,6 +195,7 @@ impl Announcer {
             held: None,
             in_flight: None,
             putting: None,
+            spare_lease: None,
             stats: AnnounceStats::default(),
         }
     }
@@ -243,7 +255,8 @@ impl Announcer {
                 let lease = held
                     .as_ref()
                     .filter(|h| h.store == store)
-                    .and_then(|h| h.lease);
+                    .and_then(|h| h.lease)
+                    .or(self.spare_lease.filter(|_| store == Store::V3));
                 self.putting = Some(announcement.clone());
                 FleetWrite::Put {
                     store,
@@ -267,6 +280,7 @@ impl Announcer {
         match (write, result) {
             (FleetWrite::Put { store, .. }, FleetWritten::Done { lease }) => {
                 self.stats.puts += 1;
+                self.spare_lease = None;
                 if let Some(written) = putting {
                     self.held = Some(Held {
                         store,
@@ -282,7 +296,13 @@ impl Announcer {
                 // Expired while etcd could not be reached: put it again at once.
                 self.stats.expired += 1;
                 self.held = None;
+                self.spare_lease = None;
                 self.next = Some(now);
+            }
+            (_, FleetWritten::Refused { lease, reason }) => {
+                self.spare_lease = Some(lease);
+                self.stats.failures += 1;
+                self.stats.last_error = Some(reason);
             }
             (_, FleetWritten::Failed(reason)) => {
                 self.stats.failures += 1;

@@ -622,3 +622,57 @@ mod wire_answers {
         );
     }
 }
+
+#[test]
+fn a_refused_put_keeps_its_lease_for_the_next_put_instead_of_granting_again() {
+    let t0 = Instant::now();
+    let mut a = Announcer::new(config(), "node1");
+    let refused = || FleetWritten::Refused {
+        lease: 42,
+        reason: "etcdserver: permission denied".into(),
+    };
+    let w = beat(&mut a, t0, facts(5, 5, 0), refused());
+    assert!(matches!(w, FleetWrite::Put { lease: None, .. }), "{w:?}");
+    assert_eq!(a.stats().failures, 1);
+    let w = beat(
+        &mut a,
+        t0 + Duration::from_secs(2),
+        facts(5, 5, 0),
+        refused(),
+    );
+    assert!(
+        matches!(
+            w,
+            FleetWrite::Put {
+                lease: Some(42),
+                ..
+            }
+        ),
+        "{w:?}"
+    );
+    // The lease ran out meanwhile: a new one next time.
+    let w = beat(
+        &mut a,
+        t0 + Duration::from_secs(4),
+        facts(5, 5, 0),
+        FleetWritten::Gone,
+    );
+    assert!(
+        matches!(
+            w,
+            FleetWrite::Put {
+                lease: Some(42),
+                ..
+            }
+        ),
+        "{w:?}"
+    );
+    let w = beat(
+        &mut a,
+        t0 + Duration::from_secs(4),
+        facts(5, 5, 0),
+        FleetWritten::Done { lease: Some(43) },
+    );
+    assert!(matches!(w, FleetWrite::Put { lease: None, .. }), "{w:?}");
+    assert!(a.is_holding());
+}
