@@ -97,6 +97,9 @@ impl ServiceKind {
             .map(|dir| dir.join(self.bin_name()))
             .collect();
         candidates.dedup();
+        if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+            self.check_fresh(found)?;
+        }
         candidates
             .iter()
             .find(|p| p.is_file())
@@ -115,6 +118,37 @@ impl ServiceKind {
                     ),
                 )
             })
+    }
+
+    /// An error when the built binary at `path` is older than one of the source files cargo
+    /// built it from (its dep-info, `<binary>.d`): `cargo test -p lainlet-tests` builds the
+    /// tests, not the binaries they start, and a stale binary makes a test fail (or pass) for
+    /// code that is no longer there.
+    fn check_fresh(self, path: &Path) -> io::Result<()> {
+        let built = std::fs::metadata(path)?.modified()?;
+        let Ok(dep_info) = std::fs::read_to_string(path.with_extension("d")) else {
+            return Ok(());
+        };
+        let sources = dep_info
+            .split_once(": ")
+            .map_or("", |(_, deps)| deps)
+            .split_whitespace();
+        let newer = sources.map(PathBuf::from).find(|source| {
+            std::fs::metadata(source)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at > built)
+        });
+        match newer {
+            Some(source) => Err(io::Error::other(format!(
+                "{} is older than {}, which it is built from: build it with \
+                 `cargo build -p {} --bin {}` (scripts/test.sh does)",
+                path.display(),
+                source.display(),
+                self.package(),
+                self.bin_name()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The kinds conformance tests run against (see the module docs). Panics on an unknown name
