@@ -22,7 +22,7 @@ use crate::fleet::announcer::{
     AnnounceStats, Announcer, Facts, FleetStep, FleetWrite, FleetWritten,
 };
 use crate::fleet::{host_of_key, Announcement};
-use crate::input::{KeyValue, WatchEvent};
+use crate::input::KeyValue;
 use crate::state::Family;
 use crate::views::RenderContext;
 
@@ -76,35 +76,6 @@ impl Engine {
             announcement,
             relevant_revision: self.state.fleet.relevant_revision(),
         }
-    }
-
-    /// Takes the fleet's events out of `events` (newer than the applied revision) into the
-    /// fleet table; returns whether it changed. Every event stays in `events` (the mirror
-    /// ignores the fleet's keys).
-    pub(super) fn take_fleet_events(&mut self, now: Instant, events: &[WatchEvent]) -> bool {
-        let Some(base) = self.applied_revision() else {
-            return false;
-        };
-        let mut changed = false;
-        for event in events.iter().filter(|e| e.revision() > base) {
-            changed |= match event {
-                WatchEvent::Put(kv) => match host_of_key(&kv.key) {
-                    Some(host) => {
-                        let raw = Bytes::copy_from_slice(&kv.value);
-                        self.state
-                            .fleet
-                            .set(now, host, Some((raw, kv.mod_revision)))
-                    }
-                    None => false,
-                },
-                WatchEvent::Delete { key, .. } => match host_of_key(key) {
-                    Some(host) => self.state.fleet.set(now, host, None),
-                    None => false,
-                },
-                WatchEvent::DeleteDir { key, .. } => self.state.fleet.delete_dir(now, key),
-            };
-        }
-        changed
     }
 
     /// Replaces the fleet table with the fleet's keys in `kvs` (a snapshot or a saved

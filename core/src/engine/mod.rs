@@ -223,10 +223,17 @@ impl Engine {
     pub fn handle_events(&mut self, now: Instant, events: impl IntoIterator<Item = WatchEvent>) {
         let mut changes = Vec::new();
         let before = self.mirror.applied_revision();
-        let events: Vec<WatchEvent> = events.into_iter().collect();
-        let fleet_changed = self.take_fleet_events(now, &events);
+        // The fleet's events go to its table as they pass (the mirror ignores their keys).
+        let mut fleet = std::mem::take(&mut self.state.fleet);
+        let mut fleet_changed = false;
+        let events = events.into_iter().inspect(|event| {
+            if before.is_some_and(|base| event.revision() > base) {
+                fleet_changed |= fleet.apply_event(now, event);
+            }
+        });
         self.mirror
             .apply_events(now, &mut self.state, events, &mut changes);
+        self.state.fleet = fleet;
         if self.mirror.applied_revision() != before {
             self.counters.event_batches += 1;
         }

@@ -162,6 +162,22 @@ impl FleetTable {
         }
     }
 
+    /// Applies one watch event at `now` (other keys than the fleet's are ignored); returns
+    /// whether the table changed.
+    pub fn apply_event(&mut self, now: Instant, event: &crate::input::WatchEvent) -> bool {
+        use crate::input::WatchEvent;
+        match event {
+            WatchEvent::Put(kv) => host_of_key(&kv.key).is_some_and(|host| {
+                let raw = Bytes::copy_from_slice(&kv.value);
+                self.set(now, host, Some((raw, kv.mod_revision)))
+            }),
+            WatchEvent::Delete { key, .. } => {
+                host_of_key(key).is_some_and(|host| self.set(now, host, None))
+            }
+            WatchEvent::DeleteDir { key, .. } => self.delete_dir(now, key),
+        }
+    }
+
     /// Removes every member below the v2 directory `dir` (a directory delete or expiry);
     /// returns whether the table changed.
     pub fn delete_dir(&mut self, now: Instant, dir: &str) -> bool {
